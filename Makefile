@@ -1,0 +1,37 @@
+# Secumail — two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= var/secumail.toml
+
+.PHONY: run test venv system-deps lint unit e2e bench clean
+
+$(BIN)/secumail: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,fast]'
+	touch $(BIN)/secumail
+
+venv: $(BIN)/secumail
+
+## make run: set up and start the gateway on its embedded default (SQLite, data in ./var).
+run: venv
+	$(BIN)/secumail --config $(CONFIG) init
+	exec $(BIN)/secumail --config $(CONFIG) serve
+
+system-deps:
+	scripts/ensure-system-deps
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
+
+## make test: set up and pass the whole suite.
+test: venv system-deps lint
+	$(BIN)/pytest -q
+
+bench: venv system-deps
+	$(BIN)/python bench/relay_load.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,188 @@
+"""The composition root: builds every part from the settings and runs them.
+
+Nothing else in Secumail picks concrete classes; this module does, once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from secumail.config import Settings
+from secumail.errors import ConfigError
+from secumail.net.dns import Resolver
+from secumail.net.smtp_server import SessionLimits, SubmissionServer
+from secumail.net.tls import ensure_gateway_certificate, server_context
+from secumail.pipeline.auth_throttle import AuthThrottle
+from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
+from secumail.pipeline.intake import Intake
+from secumail.pipeline.runner import StageRunner
+from secumail.pipeline.stage import Stage, StageContext
+from secumail.pipeline.submission import SubmissionPolicyImpl
+from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
+from secumail.spool.master_key import ensure_master_key, load_master_key
+from secumail.store.database import Database
+from secumail.store.metadata import MetadataStore
+from secumail.store.schema import SCHEMA
+
+log = logging.getLogger("secumail")
+
+STAGE_GROUP = "secumail.stages"
+
+
+def initialise(settings: Settings) -> list[str]:
+    """Create data_dir, the master key and the gateway certificate when absent."""
+    made = []
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.master_key_file.exists():
+        ensure_master_key(settings.master_key_file)
+        made.append(str(settings.master_key_file))
+    if ensure_gateway_certificate(settings.cert_file, settings.key_file, settings.server.hostname):
+        made.append(str(settings.cert_file))
+    return made
+
+
+def sqlite_path(settings: Settings) -> str:
+    url = settings.storage_url
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(f"storage.url {url!r}: only sqlite:/// is supported in this version")
+    return url[len("sqlite:///") :]
+
+
+def load_stage_classes(names: list[str]) -> dict[str, type[Stage]]:
+    """Stage classes by name from the `secumail.stages` entry points (plug-ins included)."""
+    found = {ep.name: ep for ep in entry_points(group=STAGE_GROUP)}
+    classes: dict[str, type[Stage]] = {}
+    for name in names:
+        if name not in found:
+            raise ConfigError(f"pipeline.stages: no stage named {name!r} (known: {sorted(found)})")
+        classes[name] = found[name].load()
+    return classes
+
+
+class Services:
+    """The process-wide parts: database, store, spool, bus, resolver, intake."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.bus.url != "embedded":
+            raise ConfigError(
+                f"bus.url {settings.bus.url!r}: only 'embedded' is supported in this version"
+            )
+        self.db = Database(Path(sqlite_path(settings)))
+        self.db.open(SCHEMA + SPOOL_SCHEMA + BUS_SCHEMA)
+        self.store = MetadataStore(self.db)
+        self.bodies = BodyStore(self.db, load_master_key(settings.master_key_file))
+        self.bus = EmbeddedBus(self.db, bound=settings.bus.queue_bound, lease=settings.bus.lease)
+        self.resolver = Resolver(settings.dns.nameservers, settings.dns.timeout)
+        stages = settings.pipeline.stages
+        if not stages:
+            raise ConfigError("pipeline.stages is empty")
+        self.intake = Intake(self.store, self.bodies, self.bus, stages[0])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Gateway:
+    """`secumail serve`: the submission server and the stage runners in one process."""
+
+    def __init__(self, settings: Settings, roles: set[str]) -> None:
+        self.settings = settings
+        self.roles = roles
+        self.services = Services(settings)
+        self.submission: SubmissionServer | None = None
+        self.runners: list[StageRunner] = []
+        self.stages: list[Stage] = []
+        self._stop = asyncio.Event()
+
+    def _wants(self, role: str) -> bool:
+        return "all" in self.roles or role in self.roles
+
+    async def start(self) -> None:
+        s = self.settings
+        sv = self.services
+        if self._wants("submission"):
+            policy = SubmissionPolicyImpl(
+                sv.store,
+                sv.intake,
+                hostname=s.server.hostname,
+                throttle=AuthThrottle(
+                    s.submission.auth_failure_limit, s.submission.auth_failure_window
+                ),
+            )
+            limits = SessionLimits(
+                hostname=s.server.hostname,
+                max_message_size=s.submission.max_message_size,
+                max_recipients=s.submission.max_recipients,
+                idle_timeout=s.submission.idle_timeout,
+                data_timeout=s.submission.data_timeout,
+                max_errors=s.submission.max_errors,
+            )
+            self.submission = SubmissionServer(
+                policy,
+                limits,
+                server_context(s.cert_file, s.key_file),
+                max_connections=s.submission.max_connections,
+            )
+            try:
+                await self.submission.listen(s.submission.listen, s.submission.listen_tls)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen for submission: {exc}") from exc
+            for host, port, implicit in self.submission.bound:
+                log.info(
+                    "submission listening on %s:%d (%s)",
+                    host,
+                    port,
+                    "implicit TLS" if implicit else "STARTTLS",
+                )
+        ctx = StageContext(s, sv.store, sv.bodies, sv.bus, sv.resolver, sv.intake)
+        names = s.pipeline.stages
+        classes = load_stage_classes(names)
+        for i, name in enumerate(names):
+            if not (self._wants("stages") or self._wants(name)):
+                continue
+            stage = classes[name](ctx)
+            concurrency = s.delivery.concurrency if name == "deliver" else s.pipeline.concurrency
+            runner = StageRunner(
+                stage,
+                sv.bus,
+                next_queue=names[i + 1] if i + 1 < len(names) else None,
+                concurrency=concurrency,
+            )
+            self.stages.append(stage)
+            self.runners.append(runner)
+        log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        tasks = [loop.create_task(r.run(), name=f"stage-{r.queue}") for r in self.runners]
+        stopper = loop.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stopper and t.exception() is not None:
+                log.error("stage runner crashed: %r", t.exception())
+        log.info("shutting down")
+        await self.shutdown(tasks)
+
+    async def shutdown(self, tasks: list[asyncio.Task]) -> None:
+        if self.submission is not None:
+            await self.submission.close(grace=10.0)
+        await asyncio.gather(*(r.stop(grace=10.0) for r in self.runners))
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for stage in self.stages:
+            await stage.close()
+        self.services.close()
+        log.info("stopped")
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,299 @@
+"""The subcommands: each opens the services it needs, does one thing, prints the result."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+from pathlib import Path
+
+from secumail.app import Gateway, Services, initialise
+from secumail.cli.output import emit, when
+from secumail.config import Settings
+from secumail.errors import ConfigError, SecumailError
+from secumail.mail.address import AddressError, normalise_domain, parse_address
+from secumail.pki.passwords import hash_secret, new_secret
+
+log = logging.getLogger("secumail")
+
+VERIFY_LABEL = "_secumail"
+VERIFY_PREFIX = "secumail-verification="
+
+
+def init(settings: Settings, config_path: Path, as_json: bool, template: str) -> int:
+    wrote_config = False
+    if not config_path.exists():
+        config_path.parent.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(
+            template.format(hostname=settings.server.hostname, data_dir=settings.data_dir),
+            encoding="utf-8",
+        )
+        wrote_config = True
+    made = initialise(settings)
+    services = Services(settings)  # creates the database and its tables
+    services.close()
+    emit(
+        as_json,
+        {
+            "config": str(config_path),
+            "config_written": wrote_config,
+            "created": made,
+            "data_dir": str(settings.data_dir),
+        },
+        f"config: {config_path}{' (written)' if wrote_config else ' (exists)'}\n"
+        f"data:   {settings.data_dir}\n" + "".join(f"created {m}\n" for m in made),
+    )
+    return 0
+
+
+def serve(settings: Settings, roles: set[str]) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    initialise(settings)
+
+    async def main() -> None:
+        gateway = Gateway(settings, roles)
+        try:
+            await gateway.start()
+        except BaseException:
+            await gateway.shutdown([])
+            raise
+        await gateway.run_until_stopped()
+
+    asyncio.run(main())
+    return 0
+
+
+async def dispatch(settings: Settings, args: argparse.Namespace) -> int:
+    services = await asyncio.to_thread(Services, settings)
+    try:
+        handler = COMMANDS[(args.command, getattr(args, "action", None))]
+        return await handler(services, args)
+    finally:
+        await asyncio.to_thread(services.close)
+
+
+# -- accounts ------------------------------------------------------------------------
+async def account_create(sv: Services, args: argparse.Namespace) -> int:
+    notify = None
+    if args.notify:
+        try:
+            notify = str(parse_address(args.notify))
+        except AddressError as exc:
+            raise ConfigError(f"--notify: {exc}") from exc
+    account = await sv.store.create_account(
+        args.name, locale=args.locale, notify_address=notify, store_subject=args.store_subject
+    )
+    emit(
+        args.json,
+        account,
+        f"account {account.name} created: id {account.id}, locale {account.locale}",
+    )
+    return 0
+
+
+async def account_list(sv: Services, args: argparse.Namespace) -> int:
+    accounts = await sv.store.list_accounts()
+    lines = [
+        f"{a.id}  {a.name}  locale={a.locale}  notify={a.notify_address or '-'}" for a in accounts
+    ]
+    emit(args.json, accounts, "\n".join(lines) or "no accounts")
+    return 0
+
+
+# -- domains -------------------------------------------------------------------------
+def _records(sv: Services, domain: str, token: str) -> list[dict]:
+    host = sv.settings.server.hostname
+    return [
+        {
+            "name": f"{VERIFY_LABEL}.{domain}",
+            "type": "TXT",
+            "value": f"{VERIFY_PREFIX}{token}",
+            "purpose": "proves you control the domain (required)",
+            "required": True,
+        },
+        {
+            "name": domain,
+            "type": "TXT",
+            "value": f"v=spf1 a:{host} ~all",
+            "purpose": f"SPF: allow {host} to send for the domain (merge with your existing SPF record)",
+            "required": False,
+        },
+    ]
+
+
+async def domain_add(sv: Services, args: argparse.Namespace) -> int:
+    account = await sv.store.get_account(args.account)
+    try:
+        name = normalise_domain(args.domain)
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from exc
+    domain = await sv.store.add_domain(account.id, name)
+    records = _records(sv, name, domain.token)
+    human = [f"domain {name} added to account {account.name}; publish these DNS records:"]
+    for r in records:
+        human.append(f'  {r["name"]}. IN {r["type"]} "{r["value"]}"\n      ({r["purpose"]})')
+    human.append(f"then run: secumail domain verify {name}")
+    emit(
+        args.json,
+        {"domain": name, "account": account.id, "verified": domain.verified, "records": records},
+        "\n".join(human),
+    )
+    return 0
+
+
+async def domain_verify(sv: Services, args: argparse.Namespace) -> int:
+    name = normalise_domain(args.domain)
+    domain = await sv.store.get_domain(name)
+    expected = f"{VERIFY_PREFIX}{domain.token}"
+    found = await sv.resolver.txt(f"{VERIFY_LABEL}.{name}")
+    ok = any(secrets.compare_digest(t.strip(), expected) for t in found)
+    if ok:
+        await sv.store.mark_domain_verified(name)
+    result = {
+        "domain": name,
+        "verified": ok or domain.verified,
+        "checks": [
+            {"record": f"{VERIFY_LABEL}.{name} TXT", "ok": ok, "found": found, "expected": expected}
+        ],
+    }
+    human = (
+        f"✓ {name} verified: ownership record found"
+        if ok
+        else f'✗ {name} not verified: TXT {VERIFY_LABEL}.{name} should be "{expected}"'
+        + (f", found {found}" if found else ", found nothing")
+    )
+    emit(args.json, result, human)
+    return 0 if ok else 2
+
+
+async def domain_list(sv: Services, args: argparse.Namespace) -> int:
+    account_id = (await sv.store.get_account(args.account)).id if args.account else None
+    domains = await sv.store.list_domains(account_id)
+    lines = [f"{d.name}  account={d.account_id}  verified={when(d.verified_at)}" for d in domains]
+    emit(
+        args.json,
+        [
+            {
+                "name": d.name,
+                "account_id": d.account_id,
+                "verified": d.verified,
+                "verified_at": d.verified_at,
+            }
+            for d in domains
+        ],
+        "\n".join(lines) or "no domains",
+    )
+    return 0
+
+
+# -- credentials ---------------------------------------------------------------------
+async def credential_create(sv: Services, args: argparse.Namespace) -> int:
+    account = await sv.store.get_account(args.account)
+    username = f"{account.name.lower().replace(' ', '-')[:24]}-{secrets.token_hex(4)}"
+    password = new_secret()
+    secret_hash = await asyncio.to_thread(hash_secret, password)
+    cred = await sv.store.create_credential(account.id, args.kind, username, secret_hash)
+    emit(
+        args.json,
+        {
+            "id": cred.id,
+            "account": account.id,
+            "kind": cred.kind,
+            "username": username,
+            "password": password,
+        },
+        f"credential {cred.id} for account {account.name}\n"
+        f"  username: {username}\n  password: {password}\n"
+        "The password is shown only now; store it in your mail server's relay settings.",
+    )
+    return 0
+
+
+async def credential_revoke(sv: Services, args: argparse.Namespace) -> int:
+    cred = await sv.store.revoke_credential(args.id)
+    emit(args.json, {"id": cred.id, "revoked_at": cred.revoked_at}, f"credential {cred.id} revoked")
+    return 0
+
+
+async def credential_list(sv: Services, args: argparse.Namespace) -> int:
+    account_id = (await sv.store.get_account(args.account)).id if args.account else None
+    creds = await sv.store.list_credentials(account_id)
+    rows = [
+        {
+            "id": c.id,
+            "account_id": c.account_id,
+            "kind": c.kind,
+            "username": c.username,
+            "created_at": c.created_at,
+            "revoked_at": c.revoked_at,
+        }
+        for c in creds
+    ]
+    lines = [f"{c.id}  {c.kind}  {c.username}  revoked={when(c.revoked_at)}" for c in creds]
+    emit(args.json, rows, "\n".join(lines) or "no credentials")
+    return 0
+
+
+# -- messages and queues -------------------------------------------------------------
+async def message_show(sv: Services, args: argparse.Namespace) -> int:
+    m = await sv.store.message(args.id)
+    lines = [
+        f"message {m.id}",
+        f"  from:     {m.mail_from or '<>'}" + (f" (notice about {m.dsn_of})" if m.dsn_of else ""),
+        f"  size:     {m.size} octets",
+        f"  received: {when(m.created_at)}",
+        f"  finished: {when(m.finished_at)}",
+    ]
+    if m.subject is not None:
+        lines.append(f"  subject:  {m.subject}")
+    lines.append("  recipients:")
+    lines += [f"    {r.address:40} {r.status.value:17} {r.reply or ''}" for r in m.recipients]
+    lines.append("  events:")
+    for e in m.events:
+        detail = "; ".join(f"{k}={v}" for k, v in e.detail.items())
+        lines.append(f"    {when(e.at)} {e.kind:17} {e.recipient or ''} {detail}")
+    if m.attempts:
+        lines.append("  attempts:")
+        for a in m.attempts:
+            lines.append(
+                f"    {when(a.at)} {a.domain} via {a.mx} [{a.ip}] {a.route_method or ''} "
+                f"{a.tls_version or ''} {a.cipher or ''} {a.outcome}: {a.reply or ''}"
+            )
+    emit(args.json, m, "\n".join(lines))
+    return 0
+
+
+async def queue_show(sv: Services, args: argparse.Namespace) -> int:
+    depths = await sv.bus.depths()
+    stages = sv.settings.pipeline.stages
+    data = {s: depths.get(s, 0) for s in stages} | {
+        k: v for k, v in depths.items() if k not in stages
+    }
+    emit(
+        args.json,
+        {"queues": data, "bound": sv.settings.bus.queue_bound},
+        "\n".join(f"{k:10} {v}" for k, v in data.items()),
+    )
+    return 0
+
+
+COMMANDS = {
+    ("account", "create"): account_create,
+    ("account", "list"): account_list,
+    ("domain", "add"): domain_add,
+    ("domain", "verify"): domain_verify,
+    ("domain", "list"): domain_list,
+    ("credential", "create"): credential_create,
+    ("credential", "revoke"): credential_revoke,
+    ("credential", "list"): credential_list,
+    ("message", "show"): message_show,
+    ("queue", None): queue_show,
+}
+
+__all__ = ["SecumailError", "dispatch", "init", "serve"]

@@ -1,0 +1,113 @@
+"""`secumail [--config FILE] <command> …` — set up, run and inspect the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from secumail import __version__
+from secumail.cli import admin
+from secumail.cli.logs import configure_logging
+from secumail.config import DEFAULT_CONFIG, Settings, load_settings
+from secumail.errors import SecumailError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="secumail", description="Secumail secure email gateway")
+    p.add_argument(
+        "--config", type=Path, default=None, help="TOML settings file (or SECUMAIL_CONFIG)"
+    )
+    p.add_argument("--version", action="version", version=f"secumail {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def cmd(
+        name: str, help_: str, parent: argparse._SubParsersAction = sub
+    ) -> argparse.ArgumentParser:
+        c = parent.add_parser(name, help=help_)
+        c.add_argument("--json", action="store_true", help="machine-readable output")
+        return c
+
+    cmd("init", "write a default config and generate keys (idempotent)")
+    serve = sub.add_parser("serve", help="run the gateway in the foreground")
+    serve.add_argument(
+        "--role",
+        action="append",
+        default=None,
+        help="what to run: all (default), submission, stages, or a stage name; repeatable",
+    )
+
+    account = sub.add_parser("account", help="customer accounts").add_subparsers(
+        dest="action", required=True
+    )
+    c = cmd("create", "create an account", account)
+    c.add_argument("name")
+    c.add_argument("--locale", choices=["en", "nl"], default="en")
+    c.add_argument("--notify", metavar="ADDRESS", default=None, help="also send notices here")
+    c.add_argument(
+        "--store-subject", action="store_true", help="keep subjects in metadata (off by default)"
+    )
+    cmd("list", "list accounts", account)
+
+    domain = sub.add_parser("domain", help="sender domains").add_subparsers(
+        dest="action", required=True
+    )
+    c = cmd("add", "add a domain to an account; prints the DNS records to publish", domain)
+    c.add_argument("account")
+    c.add_argument("domain")
+    c = cmd("verify", "check the DNS records and mark the domain verified", domain)
+    c.add_argument("domain")
+    c = cmd("list", "list domains", domain)
+    c.add_argument("--account", default=None)
+
+    cred = sub.add_parser("credential", help="SMTP credentials").add_subparsers(
+        dest="action", required=True
+    )
+    c = cmd("create", "create a credential; prints the secret once", cred)
+    c.add_argument("account")
+    c.add_argument("--kind", choices=["smtp"], default="smtp")
+    c = cmd("revoke", "revoke a credential", cred)
+    c.add_argument("id")
+    c = cmd("list", "list credentials (never their secrets)", cred)
+    c.add_argument("--account", default=None)
+
+    message = sub.add_parser("message", help="messages").add_subparsers(
+        dest="action", required=True
+    )
+    c = cmd("show", "metadata, per-recipient status and events of a message", message)
+    c.add_argument("id")
+
+    cmd("queue", "queue depth per stage")
+    return p
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
+    path = args.config or (
+        Path(os.environ["SECUMAIL_CONFIG"]) if os.environ.get("SECUMAIL_CONFIG") else None
+    )
+    return load_settings(path), path or Path("secumail.toml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings, config_path = _settings(args)
+        configure_logging(settings.server.log_level)
+        if args.command == "init":
+            return admin.init(settings, config_path, args.json, DEFAULT_CONFIG)
+        if args.command == "serve":
+            return admin.serve(settings, set(args.role or ["all"]))
+        return asyncio.run(admin.dispatch(settings, args))
+    except SecumailError as exc:
+        logging.getLogger("secumail").debug("command failed", exc_info=True)
+        print(f"secumail: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

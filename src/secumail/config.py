@@ -1,0 +1,214 @@
+"""One typed settings model: a TOML file, overridden by SECUMAIL_<SECTION>__<KEY> variables.
+
+`load_settings(path)` reads the file named by `--config` or SECUMAIL_CONFIG (a missing
+file means defaults), then applies environment overrides; values in the environment are
+parsed as JSON when they look like it (lists, numbers, booleans), else taken as text,
+and lists may also be given comma-separated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from secumail.errors import ConfigError
+
+ENV_PREFIX = "SECUMAIL_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _comma_lists(cls, value: Any, info: Any) -> Any:
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, str) and field is not None and "list" in str(field.annotation):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
+class ServerSettings(_Section):
+    hostname: str = Field(default_factory=socket.getfqdn)
+    data_dir: Path = Path("var")
+    log_level: str = "INFO"
+
+
+class SubmissionSettings(_Section):
+    listen: list[str] = ["0.0.0.0:587"]
+    listen_tls: list[str] = ["0.0.0.0:465"]
+    max_message_size: int = 35 * 1024 * 1024
+    max_recipients: int = 100
+    idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7
+    data_timeout: float = 600.0
+    max_connections: int = 1000
+    auth_failure_limit: int = 5
+    auth_failure_window: float = 300.0
+    max_errors: int = 10
+
+
+class TlsSettings(_Section):
+    cert_file: Path | None = None  # default: <data_dir>/tls/gateway.crt, made on first start
+    key_file: Path | None = None
+    trust_file: Path | None = None  # extra CA bundle for outbound verification
+
+
+class DnsSettings(_Section):
+    nameservers: list[str] = []
+    timeout: float = 5.0
+
+
+class DeliverySettings(_Section):
+    port: int = 25
+    connect_timeout: float = 30.0
+    command_timeout: float = 300.0  # RFC 5321 §4.5.3.2: 5 minutes for most replies
+    # Seconds between attempts for a deferred recipient; the last value repeats.
+    retry_schedule: list[float] = [300, 600, 1200, 2400, 3600, 7200, 14400, 28800]
+    max_age: float = 5 * 24 * 3600  # then the recipient is `expired`
+    concurrency: int = 64
+    connection_idle: float = 30.0  # keep a reusable connection this long
+    connection_max_messages: int = 500
+
+
+class StorageSettings(_Section):
+    url: str = ""  # default: sqlite:///<data_dir>/secumail.sqlite
+
+
+class BusSettings(_Section):
+    url: str = "embedded"
+    queue_bound: int = 20000  # per stage queue; over it the intake answers 451 4.3.2
+    lease: float = 60.0  # a claimed job returns to its queue when not renewed by then
+
+
+class PipelineSettings(_Section):
+    stages: list[str] = ["route", "sign", "deliver", "notify"]
+    concurrency: int = 32  # jobs in flight per stage (deliver has its own)
+
+
+class NotifySettings(_Section):
+    delay_warning_after: float = 4 * 3600  # one "delayed" notice after this long deferred
+    sender_local_part: str = "mailer-daemon"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    server: ServerSettings = ServerSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    tls: TlsSettings = TlsSettings()
+    dns: DnsSettings = DnsSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    storage: StorageSettings = StorageSettings()
+    bus: BusSettings = BusSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    notify: NotifySettings = NotifySettings()
+
+    # Derived locations, all under data_dir unless set.
+    @property
+    def data_dir(self) -> Path:
+        return self.server.data_dir
+
+    @property
+    def cert_file(self) -> Path:
+        return self.tls.cert_file or self.data_dir / "tls" / "gateway.crt"
+
+    @property
+    def key_file(self) -> Path:
+        return self.tls.key_file or self.data_dir / "tls" / "gateway.key"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "keys" / "master.key"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url or f"sqlite:///{self.data_dir / 'secumail.sqlite'}"
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in '[{"' or text in ("true", "false", "null") or _is_number(text):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _merge_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key or key == "SECUMAIL_CONFIG":
+            continue
+        section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
+        data.setdefault(section, {})[name] = _env_value(raw)
+
+
+def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from `path` (TOML; missing = defaults) and SECUMAIL_* overrides."""
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    if path is not None and path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+    _merge_env(data, env)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+    if not settings.server.data_dir.is_absolute():
+        # A relative data_dir is relative to the working directory, as `make run` expects.
+        settings.server.data_dir = Path.cwd() / settings.server.data_dir
+    return settings
+
+
+DEFAULT_CONFIG = """\
+# Secumail settings. Every key can also be set as SECUMAIL_<SECTION>__<KEY>.
+[server]
+hostname = "{hostname}"
+data_dir = "{data_dir}"
+
+[submission]
+# STARTTLS listeners (RFC 6409) and implicit-TLS listeners (RFC 8314).
+listen = ["0.0.0.0:587"]
+listen_tls = ["0.0.0.0:465"]
+
+[tls]
+# Left empty: a self-signed gateway certificate is made in <data_dir>/tls on first start.
+# cert_file = "/etc/secumail/gateway.crt"
+# key_file = "/etc/secumail/gateway.key"
+# Extra CAs trusted for outbound verification, on top of the system roots:
+# trust_file = "/etc/secumail/extra-ca.pem"
+
+[dns]
+# Empty: the system resolver. "host" or "host:port".
+nameservers = []
+
+[delivery]
+port = 25
+
+[storage]
+# Empty: SQLite in data_dir.
+url = ""
+
+[bus]
+url = "embedded"
+"""

@@ -1,0 +1,74 @@
+"""Envelope addresses (RFC 5321 §4.1.2 Mailbox, RFC 6531 for UTF-8)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_DOT_ATOM_ASCII = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
+)
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class AddressError(ValueError):
+    """An address that is not a valid RFC 5321 mailbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A mailbox: local part as given, domain normalised to lower-case A-labels."""
+
+    local: str
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    @property
+    def is_ascii(self) -> bool:
+        return self.local.isascii()
+
+
+def normalise_domain(domain: str) -> str:
+    """Lower-case A-label form of a domain; raises AddressError when it is not a host name."""
+    d = domain.strip().rstrip(".")
+    if not d or len(d) > 253:
+        raise AddressError(f"invalid domain {domain!r}")
+    try:
+        d = d.encode("idna").decode("ascii") if not d.isascii() else d
+    except UnicodeError as exc:
+        raise AddressError(f"invalid domain {domain!r}") from exc
+    d = d.lower()
+    labels = d.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        raise AddressError(f"invalid domain {domain!r}")
+    return d
+
+
+def parse_address(text: str, *, utf8: bool = False) -> Address:
+    """Parse `local@domain` (no angle brackets). UTF-8 local parts only when `utf8`."""
+    if len(text) > 254 or "@" not in text:
+        raise AddressError(f"invalid address {text!r}")
+    local, _, domain = text.rpartition("@")
+    if not local or len(local.encode("utf-8")) > 64:
+        raise AddressError(f"invalid local part in {text!r}")
+    if local.startswith('"') and local.endswith('"') and len(local) >= 2:
+        inner = local[1:-1]
+        if any(c in inner for c in "\r\n\x00") or re.search(r'(?<!\\)"', inner):
+            raise AddressError(f"invalid quoted local part in {text!r}")
+    elif not _DOT_ATOM_ASCII.match(local) and not (
+        utf8 and not local.isascii() and _utf8_dot_atom(local)
+    ):
+        raise AddressError(f"invalid local part in {text!r}")
+    if not utf8 and not domain.isascii():
+        raise AddressError(f"non-ASCII domain needs SMTPUTF8: {text!r}")
+    return Address(local, normalise_domain(domain))
+
+
+def _utf8_dot_atom(local: str) -> bool:
+    # RFC 6531 §3.3: atext extended with UTF8-non-ascii.
+    return all(
+        part and all(c.isalnum() or c in "!#$%&'*+/=?^_`{|}~-" or ord(c) > 127 for c in part)
+        for part in local.split(".")
+    )

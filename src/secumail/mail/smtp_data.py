@@ -1,0 +1,101 @@
+"""The DATA phase as a sans-I/O receiver (RFC 5321 §4.1.1.4, §4.5.2, §2.3.8).
+
+Secumail refuses, rather than repairs, anything but CRLF line endings: a bare CR or LF
+in DATA is the raw material of SMTP smuggling (CVE-2023-51766 and friends), where a
+receiver that normalises line endings sees a second message the sender's server never
+saw. Only the exact sequence CRLF "." CRLF ends the data.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_END = b"\r\n.\r\n"
+# RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF, so a line
+# holds at most 999 octets before its LF (998 characters and the CR).
+MAX_TEXT_LINE = 1000
+_LONG_RUN = re.compile(rb"[^\n]{%d}" % MAX_TEXT_LINE)
+
+
+class DataProblem(enum.Enum):
+    """Why the received data cannot be accepted."""
+
+    BARE_LINE_ENDING = "bare CR or LF"  # fatal: the stream cannot be trusted any more
+    LINE_TOO_LONG = "line too long"
+    TOO_BIG = "too big"
+
+
+class DataReceiver:
+    """Collects DATA bytes until CRLF.CRLF; dot-unstuffs; flags problems.
+
+    `feed(chunk)` returns None while more data is needed, or the number of bytes of the
+    chunk that belonged to the data (the rest is the next pipelined command). After a
+    fatal problem (`BARE_LINE_ENDING`) `feed` returns 0 and the caller must close.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.problem: DataProblem | None = None
+        self.size = 0
+        self._parts: list[bytes] = []
+        # The virtual CRLF before the first line lets ".\r\n" end an empty message.
+        self._tail = b"\r\n"
+        self._run = 0  # octets since the last LF
+
+    def feed(self, chunk: bytes) -> int | None:
+        if self.problem is DataProblem.BARE_LINE_ENDING:
+            return 0
+        window = self._tail + chunk
+        offset = len(self._tail)
+        end = window.find(_END, max(0, offset - 4))
+        used = len(chunk) if end < 0 else end + len(_END) - offset
+        part = chunk[:used]
+        if self._has_bare_line_ending(window[offset - 1 :][: used + 1]):
+            self.problem = DataProblem.BARE_LINE_ENDING
+            self._parts.clear()
+            return 0
+        self._check_line_lengths(part)
+        self.size += len(part)
+        if self.size > self.max_size + 3:
+            if self.problem is None:
+                self.problem = DataProblem.TOO_BIG
+            self._parts.clear()
+        elif self.problem is None:
+            self._parts.append(part)
+        self._tail = window[-4:]
+        return None if end < 0 else used
+
+    def _has_bare_line_ending(self, window: bytes) -> bool:
+        # window[0] is the last octet already judged; a CR at the very end waits for
+        # the next chunk to tell whether an LF follows.
+        for m in _BARE.finditer(window):
+            if m.start() == 0 and window[:1] == b"\n":
+                continue
+            return not (m.group() == b"\r" and m.start() == len(window) - 1)
+        return False
+
+    def _check_line_lengths(self, part: bytes) -> None:
+        if self.problem is not None:
+            return
+        first_lf = part.find(b"\n")
+        if (first_lf if first_lf >= 0 else len(part)) + self._run >= MAX_TEXT_LINE:
+            self.problem = DataProblem.LINE_TOO_LONG
+            return
+        if first_lf < 0:
+            self._run += len(part)
+            return
+        if _LONG_RUN.search(part, first_lf + 1):
+            self.problem = DataProblem.LINE_TOO_LONG
+            return
+        self._run = len(part) - part.rfind(b"\n") - 1
+
+    def message(self) -> bytes:
+        """The message, dot-unstuffed, with CRLF line ends (call after the end was seen)."""
+        raw = b"".join(self._parts)
+        body = raw[: len(raw) - 3]  # drop ".\r\n"; the CRLF before it ends the last line
+        if body.startswith(b"."):
+            body = body[1:]
+        # RFC 5321 §4.5.2: a leading period on any line is removed.
+        return body.replace(b"\r\n.", b"\r\n")

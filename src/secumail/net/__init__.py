@@ -1,0 +1,1 @@
+"""I/O edges: TLS contexts, DNS, the SMTP server and client."""

@@ -1,0 +1,545 @@
+"""The submission SMTP server (RFC 5321, RFC 3207 STARTTLS, RFC 4954 AUTH, RFC 6409).
+
+One `SubmissionSession` per connection runs the protocol; everything that needs the
+store or the pipeline is asked of a `SubmissionPolicy` (implemented in the pipeline
+layer). The session enforces the transport rules itself: no AUTH or MAIL outside TLS,
+no MAIL before AUTH, line and size limits, strict CRLF in DATA, timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import enum
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from secumail.mail import reply as R
+from secumail.mail.address import Address
+from secumail.mail.reply import Reply
+from secumail.mail.smtp_command import (
+    MAX_AUTH_LINE,
+    MAX_COMMAND_LINE,
+    CommandError,
+    parse_command,
+    parse_path,
+)
+from secumail.mail.smtp_data import DataProblem, DataReceiver
+from secumail.net.channel import Channel, ChannelClosed, LineTooLong
+
+log = logging.getLogger("secumail.submission")
+
+
+class AuthOutcome(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+    THROTTLED = "throttled"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who authenticated: the account and the credential used."""
+
+    account_id: str
+    credential_id: str
+    username: str
+
+
+@dataclass(slots=True)
+class Envelope:
+    client_ip: str
+    helo: str
+    tls_version: str | None
+    tls_cipher: str | None
+    mail_from: Address | None = None
+    mail_params: dict[str, str | None] = field(default_factory=dict)
+    rcpt_to: list[Address] = field(default_factory=list)
+
+    @property
+    def smtputf8(self) -> bool:
+        return "SMTPUTF8" in self.mail_params
+
+
+class SubmissionPolicy(Protocol):
+    async def authenticate(
+        self, username: str, password: str, client_ip: str
+    ) -> tuple[AuthOutcome, Principal | None]: ...
+
+    async def check_sender(self, principal: Principal, address: Address | None) -> Reply | None: ...
+
+    async def check_recipient(self, principal: Principal, address: Address) -> Reply | None: ...
+
+    async def admission(self) -> Reply | None: ...
+
+    async def accept(self, principal: Principal, envelope: Envelope, message: bytes) -> Reply: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionLimits:
+    hostname: str
+    max_message_size: int
+    max_recipients: int
+    idle_timeout: float
+    data_timeout: float
+    max_errors: int
+
+
+class _Close(Exception):
+    """End the session after the reply already written."""
+
+
+class SubmissionSession:
+    def __init__(
+        self,
+        channel: Channel,
+        policy: SubmissionPolicy,
+        limits: SessionLimits,
+        tls_context: ssl.SSLContext,
+        *,
+        implicit_tls: bool,
+        server: SubmissionServer,
+    ) -> None:
+        self.ch = channel
+        self.policy = policy
+        self.limits = limits
+        self.tls_context = tls_context
+        self.server = server
+        self.tls = implicit_tls
+        self.helo: str | None = None
+        self.principal: Principal | None = None
+        self.envelope: Envelope | None = None
+        self.errors = 0
+        self.in_data = False
+
+    # -- plumbing ------------------------------------------------------------------
+    def send(self, reply: Reply) -> None:
+        self.ch.write(reply.render())
+
+    def _tls_info(self) -> tuple[str | None, str | None]:
+        obj = self.ch.ssl_object()
+        if obj is None:
+            return None, None
+        cipher = obj.cipher()
+        return obj.version(), cipher[0] if cipher else None
+
+    def _error(self, reply: Reply) -> None:
+        self.send(reply)
+        self.errors += 1
+        if self.errors >= self.limits.max_errors:
+            self.send(R.TOO_MANY_ERRORS)
+            raise _Close
+
+    async def run(self) -> None:
+        try:
+            self.send(Reply(220, "", f"{self.limits.hostname} {R.GREETING_TEXT}"))
+            while True:
+                if self.server.closing:
+                    self.send(R.SHUTTING_DOWN)
+                    break
+                try:
+                    async with asyncio.timeout(self.limits.idle_timeout):
+                        line = await self.ch.read_line(MAX_AUTH_LINE)
+                except LineTooLong:
+                    self._error(R.LINE_TOO_LONG)
+                    continue
+                await self.handle_line(line)
+                if not self.ch.has_input():
+                    await self.ch.drain()
+        except TimeoutError:
+            self.send(R.TIMEOUT)
+        except (_Close, ChannelClosed, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            self.ch.close()
+
+    async def handle_line(self, line: bytes) -> None:
+        if not line.endswith(b"\r\n"):
+            self._error(R.NEEDS_CRLF)
+            return
+        line = line[:-2]
+        try:
+            cmd = parse_command(line)
+        except CommandError as exc:
+            self._error(Reply(500, "5.5.2", str(exc)))
+            return
+        if cmd.verb != "AUTH" and len(line) + 2 > MAX_COMMAND_LINE:
+            self._error(R.LINE_TOO_LONG)
+            return
+        handler = getattr(self, "smtp_" + cmd.verb, None) if cmd.verb.isalpha() else None
+        if handler is None:
+            self._error(R.UNKNOWN_COMMAND)
+            return
+        await handler(cmd.argument)
+
+    # -- commands ------------------------------------------------------------------
+    async def smtp_EHLO(self, arg: str) -> None:
+        if not arg:
+            self._error(Reply(501, "5.5.4", "EHLO requires a domain or address literal"))
+            return
+        self.helo = arg
+        self.envelope = None
+        lines = [
+            f"{self.limits.hostname} greets {arg}",
+            "PIPELINING",
+            f"SIZE {self.limits.max_message_size}",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "SMTPUTF8",
+        ]
+        lines.append("AUTH PLAIN LOGIN" if self.tls else "STARTTLS")
+        self.send(Reply(250, "", "\n".join(lines)))
+
+    async def smtp_HELO(self, arg: str) -> None:
+        if not arg:
+            self._error(Reply(501, "5.5.4", "HELO requires a domain"))
+            return
+        self.helo = arg
+        self.envelope = None
+        self.send(Reply(250, "", f"{self.limits.hostname}"))
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if arg:
+            self._error(Reply(501, "5.5.4", "STARTTLS takes no parameters"))
+            return
+        if self.tls:
+            self._error(Reply(503, "5.5.1", "Already in TLS"))
+            return
+        if self.helo is None:
+            self._error(Reply(503, "5.5.1", "Send EHLO first"))
+            return
+        self.send(R.READY_FOR_TLS)
+        # RFC 3207 §4.2 / CVE-2011-0411: input pipelined before the handshake is dropped.
+        discarded = self.ch.discard_input()
+        if discarded:
+            log.warning(
+                "discarded %d octets pipelined before STARTTLS from %s", discarded, self.ch.peer[0]
+            )
+        await self.ch.start_tls(self.tls_context, timeout=30.0)
+        self.tls = True
+        self.helo = None
+        self.principal = None
+        self.envelope = None
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if not self.tls:
+            self._error(R.AUTH_NEEDS_TLS)
+            return
+        if self.helo is None or self.principal is not None or self.envelope is not None:
+            self._error(R.BAD_SEQUENCE)
+            return
+        mechanism, _, initial = arg.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism == "PLAIN":
+            creds = await self._auth_plain(initial.strip())
+        elif mechanism == "LOGIN":
+            creds = await self._auth_login(initial.strip())
+        else:
+            self._error(Reply(504, "5.5.4", "Unrecognised authentication mechanism"))
+            return
+        if creds is None:
+            return
+        outcome, principal = await self.policy.authenticate(creds[0], creds[1], self.ch.peer[0])
+        if outcome is AuthOutcome.OK and principal is not None:
+            self.principal = principal
+            self.send(R.AUTH_OK)
+        elif outcome is AuthOutcome.THROTTLED:
+            self.send(R.AUTH_THROTTLED)
+        else:
+            self._error(R.AUTH_FAILED)
+
+    async def _sasl_response(self, challenge: str) -> bytes | None:
+        self.send(Reply(334, "", challenge))
+        await self.ch.drain()
+        try:
+            async with asyncio.timeout(self.limits.idle_timeout):
+                line = await self.ch.read_line(MAX_AUTH_LINE)
+        except LineTooLong:
+            self._error(R.LINE_TOO_LONG)
+            return None
+        line = line.rstrip(b"\r\n")
+        if line == b"*":
+            self._error(Reply(501, "5.7.0", "Authentication cancelled"))
+            return None
+        return self._b64(line)
+
+    def _b64(self, data: bytes | str) -> bytes | None:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            self._error(Reply(501, "5.5.2", "Cannot decode base64 response"))
+            return None
+
+    async def _auth_plain(self, initial: str) -> tuple[str, str] | None:
+        # RFC 4616: [authzid] NUL authcid NUL passwd; "=" is an empty initial response.
+        if initial == "":
+            raw = await self._sasl_response("")
+        else:
+            raw = b"" if initial == "=" else self._b64(initial)
+        if raw is None:
+            return None
+        parts = raw.split(b"\x00")
+        if len(parts) != 3:
+            self._error(Reply(501, "5.5.2", "Malformed PLAIN response"))
+            return None
+        try:
+            authz, user, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            self._error(Reply(501, "5.5.2", "Credentials must be UTF-8"))
+            return None
+        if authz and authz != user:
+            self._error(R.AUTH_FAILED)
+            return None
+        return user, password
+
+    async def _auth_login(self, initial: str) -> tuple[str, str] | None:
+        user_raw = self._b64(initial) if initial else await self._sasl_response("VXNlcm5hbWU6")
+        if user_raw is None:
+            return None
+        pass_raw = await self._sasl_response("UGFzc3dvcmQ6")
+        if pass_raw is None:
+            return None
+        try:
+            return user_raw.decode("utf-8"), pass_raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._error(Reply(501, "5.5.2", "Credentials must be UTF-8"))
+            return None
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        if self.helo is None:
+            self._error(Reply(503, "5.5.1", "Send EHLO first"))
+            return
+        if not self.tls:
+            self._error(R.TLS_REQUIRED)
+            return
+        if self.principal is None:
+            self._error(R.AUTH_REQUIRED)
+            return
+        if self.envelope is not None:
+            self._error(Reply(503, "5.5.1", "Nested MAIL command"))
+            return
+        try:
+            path = parse_path(arg, "FROM", allow_null=True)
+        except CommandError as exc:
+            self._error(Reply(501, "5.1.7", str(exc)))
+            return
+        problem = self._mail_params_problem(path.params)
+        if problem is not None:
+            self._error(problem)
+            return
+        busy = await self.policy.admission()
+        if busy is not None:
+            self.send(busy)
+            return
+        refused = await self.policy.check_sender(self.principal, path.address)
+        if refused is not None:
+            self._error(refused)
+            return
+        version, cipher = self._tls_info()
+        self.envelope = Envelope(
+            self.ch.peer[0], self.helo, version, cipher, path.address, path.params
+        )
+        self.send(Reply(250, "2.1.0", "Sender ok"))
+
+    def _mail_params_problem(self, params: dict[str, str | None]) -> Reply | None:
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit():
+                    return Reply(501, "5.5.4", "SIZE needs a number")
+                if int(value) > self.limits.max_message_size:
+                    return R.TOO_BIG
+            elif key == "BODY":
+                if (value or "").upper() not in ("7BIT", "8BITMIME"):
+                    return Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
+            elif key == "SMTPUTF8":
+                if value is not None:
+                    return Reply(501, "5.5.4", "SMTPUTF8 takes no value")
+            elif key == "AUTH":
+                continue  # RFC 4954 §5: accepted, not trusted
+            else:
+                return Reply(555, "5.5.4", f"Unsupported MAIL parameter {key}")
+        return None
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        if self.envelope is None or self.principal is None:
+            self._error(Reply(503, "5.5.1", "Need MAIL before RCPT"))
+            return
+        if len(self.envelope.rcpt_to) >= self.limits.max_recipients:
+            self.send(R.TOO_MANY_RECIPIENTS)
+            return
+        try:
+            path = parse_path(arg, "TO", allow_null=False)
+        except CommandError as exc:
+            self._error(Reply(501, "5.1.3", str(exc)))
+            return
+        if path.params:
+            self._error(
+                Reply(555, "5.5.4", f"Unsupported RCPT parameter {next(iter(path.params))}")
+            )
+            return
+        assert path.address is not None
+        if not path.address.is_ascii and not self.envelope.smtputf8:
+            self._error(Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"))
+            return
+        refused = await self.policy.check_recipient(self.principal, path.address)
+        if refused is not None:
+            self._error(refused)
+            return
+        if path.address not in self.envelope.rcpt_to:
+            self.envelope.rcpt_to.append(path.address)
+        self.send(Reply(250, "2.1.5", "Recipient ok"))
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if arg:
+            self._error(Reply(501, "5.5.4", "DATA takes no parameters"))
+            return
+        if self.envelope is None or self.principal is None:
+            self._error(Reply(503, "5.5.1", "Need MAIL before DATA"))
+            return
+        if not self.envelope.rcpt_to:
+            self._error(Reply(554, "5.5.1", "No valid recipients"))
+            return
+        busy = await self.policy.admission()
+        if busy is not None:
+            self.send(busy)
+            self.envelope = None
+            return
+        self.send(R.START_DATA)
+        receiver = DataReceiver(self.limits.max_message_size)
+        self.in_data = True  # until the reply: a shutdown lets this transaction finish
+        try:
+            await self._receive(receiver)
+            envelope, self.envelope = self.envelope, None
+            if receiver.problem is DataProblem.TOO_BIG:
+                self.send(R.TOO_BIG)
+            elif receiver.problem is DataProblem.LINE_TOO_LONG:
+                self.send(Reply(554, "5.6.0", "Line longer than 998 characters (RFC 5322 §2.1.1)"))
+            else:
+                self.send(await self.policy.accept(self.principal, envelope, receiver.message()))
+        finally:
+            self.in_data = False
+
+    async def _receive(self, receiver: DataReceiver) -> None:
+        async with asyncio.timeout(self.limits.data_timeout):
+            while True:
+                chunk = await self.ch.read_some()
+                used = receiver.feed(chunk)
+                if receiver.problem is DataProblem.BARE_LINE_ENDING:
+                    self.send(
+                        Reply(
+                            554,
+                            "5.5.2",
+                            "Bare CR or LF in message data refused (RFC 5321 §2.3.8); closing connection",
+                        )
+                    )
+                    raise _Close
+                if used is not None:
+                    self.ch.unread(chunk[used:])
+                    return
+
+    async def smtp_RSET(self, arg: str) -> None:
+        self.envelope = None
+        self.send(R.OK)
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        self.send(R.OK)
+
+    async def smtp_QUIT(self, arg: str) -> None:
+        self.send(R.BYE)
+        raise _Close
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        self.send(Reply(252, "2.5.0", "Cannot VRFY user"))
+
+    async def smtp_HELP(self, arg: str) -> None:
+        self.send(Reply(214, "2.0.0", "See RFC 5321"))
+
+
+def _parse_listen(entry: str) -> tuple[str, int]:
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]:")
+        return host, int(port)
+    host, _, port = entry.rpartition(":")
+    return host, int(port)
+
+
+class SubmissionServer:
+    """Listeners for STARTTLS (`listen`) and implicit TLS (`listen_tls`), and their sessions."""
+
+    def __init__(
+        self,
+        policy: SubmissionPolicy,
+        limits: SessionLimits,
+        tls_context: ssl.SSLContext,
+        *,
+        max_connections: int,
+    ) -> None:
+        self.policy = policy
+        self.limits = limits
+        self.tls_context = tls_context
+        self.max_connections = max_connections
+        self.closing = False
+        self.sessions: set[SubmissionSession] = set()
+        self._drained = asyncio.Event()
+        self._servers: list[asyncio.base_events.Server] = []
+        self.bound: list[tuple[str, int, bool]] = []
+
+    async def listen(self, listen: list[str], listen_tls: list[str]) -> None:
+        loop = asyncio.get_running_loop()
+        for entries, implicit in ((listen, False), (listen_tls, True)):
+            for entry in entries:
+                host, port = _parse_listen(entry)
+                server = await loop.create_server(
+                    lambda implicit=implicit: Channel(lambda ch: self._session(ch, implicit)),
+                    host or None,
+                    port,
+                    ssl=self.tls_context if implicit else None,
+                    ssl_handshake_timeout=30.0 if implicit else None,
+                    backlog=1024,
+                    reuse_address=True,
+                )
+                self._servers.append(server)
+                for sock in server.sockets:
+                    name = sock.getsockname()
+                    self.bound.append((name[0], name[1], implicit))
+
+    async def _session(self, channel: Channel, implicit: bool) -> None:
+        if len(self.sessions) >= self.max_connections or self.closing:
+            channel.write(Reply(421, "4.7.0", "Too many connections, try again later").render())
+            channel.close()
+            return
+        session = SubmissionSession(
+            channel, self.policy, self.limits, self.tls_context, implicit_tls=implicit, server=self
+        )
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            if not self.sessions:
+                self._drained.set()
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop listening; idle sessions get 421, sessions in DATA may finish first."""
+        self.closing = True
+        for server in self._servers:
+            server.close()
+        deadline = asyncio.get_running_loop().time() + grace
+        for session in list(self.sessions):
+            if not session.in_data:
+                session.send(R.SHUTTING_DOWN)
+                session.ch.close()
+        if self.sessions:
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._drained.wait(), max(0.0, deadline - asyncio.get_running_loop().time())
+                )
+        for session in list(self.sessions):
+            session.ch.abort()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()

@@ -1,0 +1,1 @@
+"""The staged pipeline: bus, stage runner, admission control, intake, stages."""

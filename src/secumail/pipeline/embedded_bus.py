@@ -1,0 +1,171 @@
+"""The embedded bus: durable queues in the SQLite file, for the one-process deployment.
+
+Rows in `jobs` are the queue entries. Claiming sets a lease; settling deletes the row and
+inserts its successors in the same transaction (group-committed with everything else).
+Consumers in this process are woken at once by publishes; others poll once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+
+from secumail.pipeline.bus import Claimed, Job, Publish
+from secumail.store.database import Database
+
+BUS_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY,
+        queue TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        payload TEXT NOT NULL DEFAULT '{}',
+        available_at REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, available_at)",
+]
+
+POLL = 1.0
+DEPTH_CACHE = 0.2
+
+Op = Callable[[sqlite3.Connection], object]
+
+
+def _insert(c: sqlite3.Connection, p: Publish, now: float) -> None:
+    c.execute(
+        "INSERT INTO jobs (queue, message_id, payload, available_at) VALUES (?, ?, ?, ?)",
+        (p.queue, p.job.message_id, p.job.encode(), now + p.delay),
+    )
+
+
+class EmbeddedBus:
+    def __init__(self, db: Database, *, bound: int, lease: float) -> None:
+        self.db = db
+        self.bound = bound
+        self.lease = lease
+        self._events: dict[str, asyncio.Event] = {}
+        self._depths: dict[str, int] = {}
+        self._depths_at = 0.0
+
+    def _event(self, queue: str) -> asyncio.Event:
+        ev = self._events.get(queue)
+        if ev is None:
+            ev = self._events[queue] = asyncio.Event()
+        return ev
+
+    def announce(self, publishes: list[Publish]) -> None:
+        for p in publishes:
+            self._depths[p.queue] = self._depths.get(p.queue, 0) + 1
+            if p.delay <= 0:
+                self._event(p.queue).set()
+
+    def publish_op(self, publish: Publish, also: list[Op]) -> Op:
+        """One transaction: the caller's writes, then the queue entry."""
+
+        def op(c: sqlite3.Connection) -> None:
+            for fn in also:
+                fn(c)
+            _insert(c, publish, time.time())
+
+        return op
+
+    async def publish(self, queue: str, job: Job, delay: float = 0.0, also: list[Op] = ()) -> None:
+        p = Publish(queue, job, delay)
+        await self.db.run(self.publish_op(p, list(also)))
+        self.announce([p])
+
+    async def claim(self, queue: str, limit: int) -> list[Claimed]:
+        def op(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            now = time.time()
+            return c.execute(
+                "UPDATE jobs SET lease_until = ?, attempts = attempts + 1 WHERE id IN ("
+                " SELECT id FROM jobs WHERE queue = ? AND available_at <= ? AND lease_until <= ?"
+                " ORDER BY available_at, id LIMIT ?)"
+                " RETURNING id, message_id, payload, attempts",
+                (now + self.lease, queue, now, now, limit),
+            ).fetchall()
+
+        self._event(queue).clear()
+        rows = await self.db.run(op)
+        return [
+            Claimed(r["id"], queue, Job(r["message_id"], json.loads(r["payload"])), r["attempts"])
+            for r in sorted(rows, key=lambda r: r["id"])
+        ]
+
+    async def next_due(self, queue: str) -> float | None:
+        def op(c: sqlite3.Connection) -> float | None:
+            row = c.execute(
+                "SELECT MIN(MAX(available_at, lease_until)) FROM jobs WHERE queue = ?", (queue,)
+            ).fetchone()
+            return row[0]
+
+        return await self.db.run(op)
+
+    async def wait(self, queue: str, timeout: float) -> None:
+        due = await self.next_due(queue)
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - time.time()))
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event(queue).wait(), timeout)
+
+    async def settle(self, claimed: Claimed, then: list[Publish], also: list[Op] = ()) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            now = time.time()
+            for fn in also:
+                fn(c)
+            c.execute("DELETE FROM jobs WHERE id = ?", (claimed.id,))
+            for p in then:
+                _insert(c, p, now)
+
+        await self.db.run(op)
+        self._depths[claimed.queue] = max(0, self._depths.get(claimed.queue, 1) - 1)
+        self.announce(then)
+
+    async def retry(self, claimed: Claimed, delay: float, payload: dict | None = None) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            if payload is None:
+                c.execute(
+                    "UPDATE jobs SET available_at = ?, lease_until = 0 WHERE id = ?",
+                    (time.time() + delay, claimed.id),
+                )
+            else:
+                c.execute(
+                    "UPDATE jobs SET available_at = ?, lease_until = 0, payload = ? WHERE id = ?",
+                    (time.time() + delay, json.dumps(payload), claimed.id),
+                )
+
+        await self.db.run(op)
+        if delay <= 0:
+            self._event(claimed.queue).set()
+
+    async def renew(self, claimed: list[Claimed]) -> None:
+        if not claimed:
+            return
+        ids = [c.id for c in claimed]
+
+        def op(c: sqlite3.Connection) -> None:
+            until = time.time() + self.lease
+            c.executemany("UPDATE jobs SET lease_until = ? WHERE id = ?", [(until, i) for i in ids])
+
+        await self.db.run(op)
+
+    async def depths(self) -> dict[str, int]:
+        rows = await self.db.run(
+            lambda c: c.execute("SELECT queue, COUNT(*) FROM jobs GROUP BY queue").fetchall()
+        )
+        self._depths = {r[0]: r[1] for r in rows}
+        self._depths_at = time.monotonic()
+        return dict(self._depths)
+
+    async def over_bound(self, queue: str) -> bool:
+        """Admission control: is `queue` at or over its bound? (Counts refreshed 5×/s.)"""
+        if time.monotonic() - self._depths_at > DEPTH_CACHE:
+            await self.depths()
+        return self._depths.get(queue, 0) >= self.bound

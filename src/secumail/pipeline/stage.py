@@ -1,0 +1,41 @@
+"""What a stage is, and what it may use (the per-process service registry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from secumail.config import Settings
+from secumail.pipeline.bus import Job, StageResult
+
+if TYPE_CHECKING:
+    from secumail.net.dns import Resolver
+    from secumail.pipeline.embedded_bus import EmbeddedBus
+    from secumail.pipeline.intake import Intake
+    from secumail.spool.body_store import BodyStore
+    from secumail.store.metadata import MetadataStore
+
+
+@dataclass
+class StageContext:
+    """Everything a stage may use; built once per process by the composition root."""
+
+    settings: Settings
+    store: MetadataStore
+    bodies: BodyStore
+    bus: EmbeddedBus
+    resolver: Resolver
+    intake: Intake
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    """One job: consume a message job, do one thing, return a verdict."""
+
+    name: str
+
+    def __init__(self, ctx: StageContext) -> None: ...
+
+    async def handle(self, job: Job) -> StageResult: ...
+
+    async def close(self) -> None: ...

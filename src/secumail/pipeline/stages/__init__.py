@@ -1,0 +1,1 @@
+"""The stages shipped with Secumail (entry points in group `secumail.stages`)."""

@@ -1,0 +1,1 @@
+"""Encrypted message bodies and their keys; bodies never touch disk in plaintext."""

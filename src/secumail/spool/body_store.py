@@ -1,0 +1,67 @@
+"""Sealed bodies and wrapped keys in the embedded database.
+
+Bodies sit in the same SQLite file as the metadata so the intake's group commit makes
+body, metadata and queue entry durable with one fsync. Destroying a message deletes its
+wrapped key and its sealed body (secure_delete overwrites the pages): without the key
+any copy of the ciphertext that survives (backup, WAL) is noise.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from secumail.errors import SpoolError
+from secumail.spool import sealing
+from secumail.store.database import Database
+
+SPOOL_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS spool_bodies (message_id TEXT PRIMARY KEY, body BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS spool_keys (message_id TEXT PRIMARY KEY, wrapped_key BLOB NOT NULL)",
+]
+
+Op = Callable[[sqlite3.Connection], object]
+
+
+class BodyStore:
+    def __init__(self, db: Database, master_key: bytes) -> None:
+        self.db = db
+        self._master = master_key
+
+    def put_op(self, message_id: str, body: bytes) -> Op:
+        """Seal `body` now (in the caller's thread) and return the write for the batch."""
+        key = sealing.new_data_key()
+        sealed = sealing.seal(key, message_id, body)
+        wrapped = sealing.wrap_key(self._master, message_id, key)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO spool_keys VALUES (?, ?)", (message_id, wrapped))
+            c.execute("INSERT INTO spool_bodies VALUES (?, ?)", (message_id, sealed))
+
+        return op
+
+    async def get(self, message_id: str) -> bytes:
+        def op(c: sqlite3.Connection) -> tuple[bytes, bytes] | None:
+            k = c.execute(
+                "SELECT wrapped_key FROM spool_keys WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            b = c.execute(
+                "SELECT body FROM spool_bodies WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            return None if k is None or b is None else (k[0], b[0])
+
+        found = await self.db.run(op)
+        if found is None:
+            raise SpoolError(f"body of message {message_id} is gone")
+        key = sealing.unwrap_key(self._master, message_id, found[0])
+        return sealing.open_sealed(key, message_id, found[1])
+
+    @staticmethod
+    def destroy_op(message_id: str) -> Op:
+        """Crypto-shred: the key goes first, then the ciphertext."""
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM spool_keys WHERE message_id = ?", (message_id,))
+            c.execute("DELETE FROM spool_bodies WHERE message_id = ?", (message_id,))
+
+        return op

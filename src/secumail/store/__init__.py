@@ -1,0 +1,1 @@
+"""Metadata: accounts, domains, credentials, messages, recipients, events, attempts."""

@@ -1,0 +1,397 @@
+"""Queries over the metadata tables (SQLite dialect; the PostgreSQL twin comes with scale-out).
+
+Methods ending in `_op` return a function of a connection, so a caller (the intake) can
+put several writes into one durable transaction; the others run alone.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+
+from secumail.errors import ConflictError, NotFound
+from secumail.mail.status import RecipientStatus
+from secumail.store.database import Database
+from secumail.store.records import (
+    Account,
+    Attempt,
+    Credential,
+    Domain,
+    Event,
+    MessageRecord,
+    NewMessage,
+    RecipientState,
+    RecipientUpdate,
+)
+
+Op = Callable[[sqlite3.Connection], object]
+
+
+def _account(row: sqlite3.Row) -> Account:
+    return Account(
+        row["id"],
+        row["name"],
+        row["locale"],
+        row["notify_address"],
+        bool(row["store_subject"]),
+        row["created_at"],
+    )
+
+
+def _domain(row: sqlite3.Row) -> Domain:
+    return Domain(
+        row["name"], row["account_id"], row["token"], row["verified_at"], row["created_at"]
+    )
+
+
+def _credential(row: sqlite3.Row) -> Credential:
+    return Credential(
+        row["id"],
+        row["account_id"],
+        row["kind"],
+        row["username"],
+        row["secret_hash"],
+        row["created_at"],
+        row["revoked_at"],
+    )
+
+
+class MetadataStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- accounts -------------------------------------------------------------------
+    async def create_account(
+        self, name: str, *, locale: str, notify_address: str | None, store_subject: bool = False
+    ) -> Account:
+        def op(c: sqlite3.Connection) -> Account:
+            if c.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
+                raise ConflictError(f"account {name!r} exists already")
+            account = Account(
+                "acc_" + secrets.token_hex(6),
+                name,
+                locale,
+                notify_address,
+                store_subject,
+                time.time(),
+            )
+            c.execute(
+                "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?)",
+                (account.id, name, locale, notify_address, int(store_subject), account.created_at),
+            )
+            return account
+
+        return await self.db.run(op)
+
+    async def list_accounts(self) -> list[Account]:
+        rows = await self.db.run(
+            lambda c: c.execute("SELECT * FROM accounts ORDER BY name").fetchall()
+        )
+        return [_account(r) for r in rows]
+
+    async def get_account(self, key: str) -> Account:
+        row = await self.db.run(
+            lambda c: c.execute(
+                "SELECT * FROM accounts WHERE id = ? OR name = ?", (key, key)
+            ).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no account {key!r}")
+        return _account(row)
+
+    # -- domains --------------------------------------------------------------------
+    async def add_domain(self, account_id: str, name: str) -> Domain:
+        def op(c: sqlite3.Connection) -> Domain:
+            row = c.execute("SELECT * FROM domains WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                if row["account_id"] != account_id:
+                    raise ConflictError(f"domain {name} belongs to another account")
+                return _domain(row)
+            domain = Domain(name, account_id, secrets.token_urlsafe(24), None, time.time())
+            c.execute(
+                "INSERT INTO domains VALUES (?, ?, ?, ?, ?)",
+                (name, account_id, domain.token, None, domain.created_at),
+            )
+            return domain
+
+        return await self.db.run(op)
+
+    async def get_domain(self, name: str) -> Domain:
+        row = await self.db.run(
+            lambda c: c.execute("SELECT * FROM domains WHERE name = ?", (name,)).fetchone()
+        )
+        if row is None:
+            raise NotFound(f"no domain {name!r}")
+        return _domain(row)
+
+    async def list_domains(self, account_id: str | None = None) -> list[Domain]:
+        def op(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            if account_id is None:
+                return c.execute("SELECT * FROM domains ORDER BY name").fetchall()
+            return c.execute(
+                "SELECT * FROM domains WHERE account_id = ? ORDER BY name", (account_id,)
+            ).fetchall()
+
+        return [_domain(r) for r in await self.db.run(op)]
+
+    async def mark_domain_verified(self, name: str) -> None:
+        await self.db.run(
+            lambda c: c.execute(
+                "UPDATE domains SET verified_at = COALESCE(verified_at, ?) WHERE name = ?",
+                (time.time(), name),
+            )
+        )
+
+    async def verified_domains(self, account_id: str) -> frozenset[str]:
+        rows = await self.db.run(
+            lambda c: c.execute(
+                "SELECT name FROM domains WHERE account_id = ? AND verified_at IS NOT NULL",
+                (account_id,),
+            ).fetchall()
+        )
+        return frozenset(r["name"] for r in rows)
+
+    # -- credentials ----------------------------------------------------------------
+    async def create_credential(
+        self, account_id: str, kind: str, username: str, secret_hash: str
+    ) -> Credential:
+        cred = Credential(
+            "cred_" + secrets.token_hex(6),
+            account_id,
+            kind,
+            username,
+            secret_hash,
+            time.time(),
+            None,
+        )
+        await self.db.run(
+            lambda c: c.execute(
+                "INSERT INTO credentials VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (cred.id, account_id, kind, username, secret_hash, cred.created_at),
+            )
+        )
+        return cred
+
+    async def credential_by_username(self, username: str) -> Credential | None:
+        row = await self.db.run(
+            lambda c: c.execute(
+                "SELECT * FROM credentials WHERE username = ?", (username,)
+            ).fetchone()
+        )
+        return None if row is None else _credential(row)
+
+    async def list_credentials(self, account_id: str | None = None) -> list[Credential]:
+        def op(c: sqlite3.Connection) -> list[sqlite3.Row]:
+            if account_id is None:
+                return c.execute("SELECT * FROM credentials ORDER BY created_at").fetchall()
+            return c.execute(
+                "SELECT * FROM credentials WHERE account_id = ? ORDER BY created_at", (account_id,)
+            ).fetchall()
+
+        return [_credential(r) for r in await self.db.run(op)]
+
+    async def revoke_credential(self, credential_id: str) -> Credential:
+        def op(c: sqlite3.Connection) -> sqlite3.Row | None:
+            c.execute(
+                "UPDATE credentials SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+                (time.time(), credential_id),
+            )
+            return c.execute("SELECT * FROM credentials WHERE id = ?", (credential_id,)).fetchone()
+
+        row = await self.db.run(op)
+        if row is None:
+            raise NotFound(f"no credential {credential_id!r}")
+        return _credential(row)
+
+    # -- messages -------------------------------------------------------------------
+    @staticmethod
+    def insert_message_op(msg: NewMessage) -> Op:
+        def op(c: sqlite3.Connection) -> None:
+            now = time.time()
+            c.execute(
+                "INSERT INTO messages (id, account_id, mail_from, header_from, size,"
+                " message_id_header, subject, smtputf8, dsn_of, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    msg.id,
+                    msg.account_id,
+                    msg.mail_from,
+                    msg.header_from,
+                    msg.size,
+                    msg.message_id_header,
+                    msg.subject,
+                    int(msg.smtputf8),
+                    msg.dsn_of,
+                    now,
+                ),
+            )
+            c.executemany(
+                "INSERT INTO recipients (message_id, address, domain, status, updated_at)"
+                " VALUES (?, ?, ?, 'queued', ?)",
+                [(msg.id, r, r.rpartition("@")[2].lower(), now) for r in msg.recipients],
+            )
+            c.execute(
+                "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, NULL, ?, ?, ?)",
+                (
+                    msg.id,
+                    now,
+                    "accepted",
+                    json.dumps({"size": msg.size, "recipients": len(msg.recipients)}),
+                ),
+            )
+
+        return op
+
+    async def message(self, message_id: str) -> MessageRecord:
+        def op(c: sqlite3.Connection) -> MessageRecord | None:
+            row = c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                return None
+            record = MessageRecord(
+                row["id"],
+                row["account_id"],
+                row["mail_from"],
+                row["header_from"],
+                row["size"],
+                row["message_id_header"],
+                row["subject"],
+                bool(row["smtputf8"]),
+                row["dsn_of"],
+                row["created_at"],
+                row["finished_at"],
+                row["warned_at"],
+            )
+            record.recipients = [
+                RecipientState(
+                    r["address"],
+                    r["domain"],
+                    RecipientStatus(r["status"]),
+                    r["attempts"],
+                    r["reply"],
+                    r["enhanced"],
+                    r["updated_at"],
+                )
+                for r in c.execute(
+                    "SELECT * FROM recipients WHERE message_id = ? ORDER BY rowid", (message_id,)
+                )
+            ]
+            record.events = [
+                Event(e["at"], e["recipient"], e["kind"], json.loads(e["detail"]))
+                for e in c.execute(
+                    "SELECT * FROM events WHERE message_id = ? ORDER BY id", (message_id,)
+                )
+            ]
+            record.attempts = [
+                Attempt(
+                    a["at"],
+                    a["domain"],
+                    a["mx"],
+                    a["ip"],
+                    a["route_method"],
+                    a["tls_version"],
+                    a["cipher"],
+                    a["cert_subject"],
+                    a["cert_fingerprint"],
+                    a["outcome"],
+                    a["reply"],
+                )
+                for a in c.execute(
+                    "SELECT * FROM attempts WHERE message_id = ? ORDER BY id", (message_id,)
+                )
+            ]
+            return record
+
+        record = await self.db.run(op)
+        if record is None:
+            raise NotFound(f"no message {message_id!r}")
+        return record
+
+    @staticmethod
+    def event_op(message_id: str, recipient: str | None, kind: str, detail: dict) -> Op:
+        return lambda c: c.execute(
+            "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
+            (message_id, recipient, time.time(), kind, json.dumps(detail)),
+        )
+
+    async def record_outcome(
+        self,
+        message_id: str,
+        updates: Iterable[RecipientUpdate],
+        attempts: Iterable[dict] = (),
+        events: Iterable[tuple[str | None, str, dict]] = (),
+    ) -> None:
+        """Store new recipient statuses, the attempts made and further events, at once."""
+        updates = list(updates)
+        attempts = list(attempts)
+        events = list(events)
+
+        def op(c: sqlite3.Connection) -> None:
+            now = time.time()
+            for u in updates:
+                c.execute(
+                    "UPDATE recipients SET status = ?, reply = COALESCE(?, reply),"
+                    " enhanced = COALESCE(?, enhanced), attempts = attempts + ?, updated_at = ?"
+                    " WHERE message_id = ? AND address = ?",
+                    (
+                        u.status.value,
+                        u.reply,
+                        u.enhanced,
+                        int(u.count_attempt),
+                        now,
+                        message_id,
+                        u.address,
+                    ),
+                )
+                c.execute(
+                    "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                    (message_id, u.address, now, u.status.value, json.dumps(u.event)),
+                )
+            for recipient, kind, detail in events:
+                c.execute(
+                    "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
+                    (message_id, recipient, now, kind, json.dumps(detail)),
+                )
+            for a in attempts:
+                c.execute(
+                    "INSERT INTO attempts (message_id, domain, mx, ip, route_method, tls_version,"
+                    " cipher, cert_subject, cert_fingerprint, outcome, reply, at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        message_id,
+                        a["domain"],
+                        a.get("mx"),
+                        a.get("ip"),
+                        a.get("route_method"),
+                        a.get("tls_version"),
+                        a.get("cipher"),
+                        a.get("cert_subject"),
+                        a.get("cert_fingerprint"),
+                        a["outcome"],
+                        a.get("reply"),
+                        now,
+                    ),
+                )
+
+        await self.db.run(op)
+
+    @staticmethod
+    def finish_message_op(message_id: str) -> Op:
+        return lambda c: c.execute(
+            "UPDATE messages SET finished_at = COALESCE(finished_at, ?) WHERE id = ?",
+            (time.time(), message_id),
+        )
+
+    async def mark_warned(self, message_id: str) -> bool:
+        """Set warned_at once; True only for the caller that set it."""
+        cur = await self.db.run(
+            lambda c: (
+                c.execute(
+                    "UPDATE messages SET warned_at = ? WHERE id = ? AND warned_at IS NULL",
+                    (time.time(), message_id),
+                ).rowcount
+            )
+        )
+        return bool(cur)

@@ -1,0 +1,122 @@
+"""What the store keeps, as plain records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from secumail.mail.status import RecipientStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str
+    locale: str
+    notify_address: str | None
+    store_subject: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    account_id: str
+    token: str
+    verified_at: float | None
+    created_at: float
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    id: str
+    account_id: str
+    kind: str
+    username: str
+    secret_hash: str
+    created_at: float
+    revoked_at: float | None
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """What the intake records for an accepted message (metadata only, never content)."""
+
+    id: str
+    account_id: str | None
+    mail_from: str
+    recipients: list[str]
+    size: int
+    header_from: str | None = None
+    message_id_header: str | None = None
+    subject: str | None = None
+    smtputf8: bool = False
+    dsn_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    address: str
+    domain: str
+    status: RecipientStatus
+    attempts: int
+    reply: str | None
+    enhanced: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    at: float
+    recipient: str | None
+    kind: str
+    detail: dict
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at: float
+    domain: str
+    mx: str | None
+    ip: str | None
+    route_method: str | None
+    tls_version: str | None
+    cipher: str | None
+    cert_subject: str | None
+    cert_fingerprint: str | None
+    outcome: str
+    reply: str | None
+
+
+@dataclass(slots=True)
+class MessageRecord:
+    id: str
+    account_id: str | None
+    mail_from: str
+    header_from: str | None
+    size: int
+    message_id_header: str | None
+    subject: str | None
+    smtputf8: bool
+    dsn_of: str | None
+    created_at: float
+    finished_at: float | None
+    warned_at: float | None
+    recipients: list[RecipientState] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientUpdate:
+    """A new status for one recipient, with the event that explains it."""
+
+    address: str
+    status: RecipientStatus
+    reply: str | None = None
+    enhanced: str | None = None
+    count_attempt: bool = True
+    event: dict = field(default_factory=dict)

@@ -1,0 +1,78 @@
+"""Tables of the embedded (SQLite) store. Statements are idempotent; run at every open."""
+
+SCHEMA: list[str] = [
+    """CREATE TABLE IF NOT EXISTS accounts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        locale TEXT NOT NULL DEFAULT 'en',
+        notify_address TEXT,
+        store_subject INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS domains (
+        name TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        token TEXT NOT NULL,
+        verified_at REAL,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS credentials (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts(id),
+        kind TEXT NOT NULL,
+        username TEXT NOT NULL UNIQUE,
+        secret_hash TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS messages (
+        id TEXT PRIMARY KEY,
+        account_id TEXT,
+        mail_from TEXT NOT NULL,
+        header_from TEXT,
+        size INTEGER NOT NULL,
+        message_id_header TEXT,
+        subject TEXT,
+        smtputf8 INTEGER NOT NULL DEFAULT 0,
+        dsn_of TEXT,
+        created_at REAL NOT NULL,
+        finished_at REAL,
+        warned_at REAL
+    )""",
+    """CREATE TABLE IF NOT EXISTS recipients (
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        address TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        reply TEXT,
+        enhanced TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (message_id, address)
+    )""",
+    """CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        recipient TEXT,
+        at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_by_message ON events(message_id)",
+    """CREATE TABLE IF NOT EXISTS attempts (
+        id INTEGER PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        domain TEXT NOT NULL,
+        mx TEXT,
+        ip TEXT,
+        route_method TEXT,
+        tls_version TEXT,
+        cipher TEXT,
+        cert_subject TEXT,
+        cert_fingerprint TEXT,
+        outcome TEXT NOT NULL,
+        reply TEXT,
+        at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS attempts_by_message ON attempts(message_id)",
+]

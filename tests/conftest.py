@@ -1,0 +1,48 @@
+"""Fixtures for the fake internet (tests/harness), shared by every test directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import free_port
+from tests.harness.dns import AuthoritativeDns
+from tests.harness.mx import HarnessMx
+from tests.harness.pki import TestCA
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """One private CA for the session; its ``ca_file`` is the clients' trust anchor."""
+    return TestCA(Path(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture
+def dns() -> Iterator[AuthoritativeDns]:
+    """A fresh authoritative DNS server on 127.0.0.1 (UDP and TCP on ``dns.port``)."""
+    with AuthoritativeDns() as server:
+        yield server
+
+
+@pytest.fixture
+def mx_port() -> int:
+    """The delivery port shared by all harness MX servers of one test."""
+    return free_port()
+
+
+@pytest.fixture
+def mx_factory(mx_port: int) -> Iterator[Callable[..., HarnessMx]]:
+    """``mx_factory("127.0.0.2", cert=..., ...)``: a started HarnessMx on ``mx_port``."""
+    started: list[HarnessMx] = []
+
+    def make(ip: str, **kwargs: Any) -> HarnessMx:
+        server = HarnessMx(ip, mx_port, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
