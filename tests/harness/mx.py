@@ -97,6 +97,32 @@ def _has_weak_key(cert: CertPair) -> bool:
     return isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048
 
 
+def _send_handshake_alerts() -> None:
+    """Make the harness MX send its TLS alert when a handshake fails, as real servers do.
+
+    asyncio (3.11) closes the transport on a failed server handshake without flushing
+    the alert OpenSSL wrote (e.g. protocol_version for a TLS 1.0-only server), so the
+    client would see a bare EOF instead of "unsupported protocol". This flushes it.
+    """
+    import asyncio.sslproto as sslproto
+
+    original = sslproto.SSLProtocol._on_handshake_complete
+    if getattr(original, "_harness_alerts", False):
+        return
+
+    def on_handshake_complete(self: Any, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            with contextlib.suppress(Exception):
+                self._process_outgoing()
+        original(self, handshake_exc)
+
+    on_handshake_complete._harness_alerts = True  # type: ignore[attr-defined]
+    sslproto.SSLProtocol._on_handshake_complete = on_handshake_complete
+
+
+_send_handshake_alerts()
+
+
 def _quiet_tls_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """Failed handshakes are expected here (the session sees them); log the rest."""
     if not isinstance(context.get("exception"), ssl.SSLError):

@@ -10,7 +10,7 @@ import time
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        msg = record.getMessage().replace('"', "'")
+        msg = record.getMessage().replace('"', "'").replace("\n", "\\n")
         line = f'ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} msg="{msg}"'
         if record.exc_info:
             line += (

@@ -65,8 +65,8 @@ class StageResult:
         return cls(Verdict.DONE, reason=reason)
 
     @classmethod
-    def defer(cls, delay: float, reason: str = "") -> StageResult:
-        return cls(Verdict.DEFER, delay=delay, reason=reason)
+    def defer(cls, delay: float, reason: str = "", payload: dict | None = None) -> StageResult:
+        return cls(Verdict.DEFER, delay=delay, reason=reason, payload=payload)
 
     @classmethod
     def reject(cls, reason: str) -> StageResult:
