@@ -7,6 +7,8 @@ through ordinary settings (`dns.nameservers`, `tls.trust_file`, `delivery.port`)
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secumail.cli.main import main as secumail_main
 from tests.harness import free_port
 from tests.harness.dns import AuthoritativeDns
 from tests.harness.mx import HarnessMx
@@ -76,14 +79,22 @@ class GatewayProcess:
 
     # -- process -----------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> Any:
-        """Run `secumail --config … ARGS --json` and return the parsed JSON output."""
-        out = subprocess.run(
-            [SECUMAIL, "--config", str(self.config), *args, "--json"],
+        """`secumail --config … ARGS --json`, parsed. Runs the command's own `main()` in
+        this process (the same code path as the installed command, without paying for a
+        fresh interpreter each time); `cli_process()` runs the real executable."""
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = secumail_main(["--config", str(self.config), *args, "--json"])
+        if check and code != 0:
+            raise AssertionError(f"secumail {' '.join(args)} failed ({code}): {err.getvalue()}")
+        return json.loads(out.getvalue()) if out.getvalue().strip() else None
+
+    def cli_process(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed `secumail` executable, as an operator runs it."""
+        return subprocess.run(
+            [SECUMAIL, "--config", str(self.config), *args],
             capture_output=True, text=True, timeout=60,
         )
-        if check and out.returncode != 0:
-            raise AssertionError(f"secumail {' '.join(args)} failed ({out.returncode}): {out.stderr}")
-        return json.loads(out.stdout) if out.stdout.strip() else None
 
     def start(self, *roles: str) -> GatewayProcess:
         role_args = [a for r in roles for a in ("--role", r)]

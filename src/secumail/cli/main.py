@@ -95,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings, config_path = _settings(args)
-        configure_logging(settings.server.log_level)
+        if args.command == "serve":
+            configure_logging(settings.server.log_level)
+            return admin.serve(settings, set(args.role or ["all"]))
+        logging.basicConfig(level=logging.WARNING)  # no-op when the host configured logging
         if args.command == "init":
             return admin.init(settings, config_path, args.json, DEFAULT_CONFIG)
-        if args.command == "serve":
-            return admin.serve(settings, set(args.role or ["all"]))
         return asyncio.run(admin.dispatch(settings, args))
     except SecumailError as exc:
         logging.getLogger("secumail").debug("command failed", exc_info=True)

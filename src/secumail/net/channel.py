@@ -154,6 +154,10 @@ class Channel(asyncio.Protocol):
         return None if self.transport is None else self.transport.get_extra_info("ssl_object")
 
     def close(self) -> None:
+        """Close (TLS: after close_notify); the session's reads end at once, not when the
+        peer gets round to acknowledging."""
+        self._eof = True
+        self._wake()
         if self.transport is not None:
             self.transport.close()
 
