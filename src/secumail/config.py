@@ -74,6 +74,7 @@ class DeliverySettings(_Section):
     concurrency: int = 64
     connection_idle: float = 30.0  # keep a reusable connection this long
     connection_max_messages: int = 500
+    connections_per_destination: int = 20  # open connections to one MX address at most
 
 
 class StorageSettings(_Section):

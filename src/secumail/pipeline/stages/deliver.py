@@ -67,7 +67,9 @@ class DeliverStage:
         self.helo = ctx.settings.server.hostname
         self.tls_context = verifying_client_context(ctx.settings.tls.trust_file)
         self.pool = ConnectionPool(
-            idle=self.settings.connection_idle, max_messages=self.settings.connection_max_messages
+            idle=self.settings.connection_idle,
+            max_messages=self.settings.connection_max_messages,
+            per_destination=self.settings.connections_per_destination,
         )
 
     async def close(self) -> None:
@@ -83,9 +85,14 @@ class DeliverStage:
             by_domain: dict[str, list[str]] = {}
             for r in pending:
                 by_domain.setdefault(r.domain, []).append(r.address)
-            reports = await asyncio.gather(
-                *(self._deliver_domain(record, d, addrs, body) for d, addrs in by_domain.items())
+            outcomes = await asyncio.gather(
+                *(self._deliver_domain(record, d, addrs, body) for d, addrs in by_domain.items()),
+                return_exceptions=True,
             )
+            reports = [
+                self._internal_error(record, addrs, o) if isinstance(o, BaseException) else o
+                for (_d, addrs), o in zip(by_domain.items(), outcomes, strict=True)
+            ]
             updates = [u for rep in reports for u in rep.updates]
             updates = self._expire_if_too_old(record, updates)
             await store.record_outcome(
@@ -105,6 +112,18 @@ class DeliverStage:
         if failed and record.mail_from:
             return StageResult.go_on({"kind": "failed"})
         return StageResult.done()
+
+    def _internal_error(
+        self, record: MessageRecord, addresses: list[str], exc: BaseException
+    ) -> DomainReport:
+        """A bug in one domain's delivery defers that domain only; the others' results stand."""
+        if isinstance(exc, asyncio.CancelledError):
+            raise exc
+        log.error("message %s: delivery failed internally", record.id, exc_info=exc)
+        return self._all(
+            DomainReport(), addresses, RecipientStatus.DEFERRED,
+            "451 4.3.0 Temporary local problem", "4.3.0",
+        )
 
     def _expire_if_too_old(
         self, record: MessageRecord, updates: list[RecipientUpdate]
@@ -329,12 +348,12 @@ class DeliverStage:
                     eightbit=not body.isascii(),
                 )
             except ConnectError as exc:
-                conn.abort()
+                await self.pool.discard(key, conn)
                 if reused:
                     continue  # the idle connection had gone stale: once more, fresh
                 attempt.update(outcome="unreachable", reply=exc.reason)
                 return _MxTry(MxOutcome.TEMPORARY, exc.reason, error=exc)
-            self.pool.release(key, conn)
+            await self.pool.release(key, conn)
             replies = sorted({str(r) for r in result.recipients.values()})
             attempt.update(outcome="transaction", reply=" | ".join(replies)[:2000])
             return _MxTry(MxOutcome.TRANSACTION, result=result)
