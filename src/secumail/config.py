@@ -29,8 +29,11 @@ class _Section(BaseModel):
     @classmethod
     def _comma_lists(cls, value: Any, info: Any) -> Any:
         field = cls.model_fields.get(info.field_name)
-        if isinstance(value, str) and field is not None and "list" in str(field.annotation):
-            return [v.strip() for v in value.split(",") if v.strip()]
+        if field is not None and str(field.annotation).startswith("list"):
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if isinstance(value, int | float):
+                return [value]
         return value
 
 
@@ -133,21 +136,15 @@ class Settings(BaseModel):
 
 
 def _env_value(raw: str) -> Any:
+    """JSON for lists and tables (`["a", "b"]`); anything else stays text, which the
+    settings model converts to the field's type (numbers, booleans, comma lists)."""
     text = raw.strip()
-    if text[:1] in '[{"' or text in ("true", "false", "null") or _is_number(text):
+    if text[:1] in "[{":
         try:
             return json.loads(text)
         except json.JSONDecodeError:
             return raw
     return raw
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _merge_env(data: dict[str, Any], environ: dict[str, str]) -> None:

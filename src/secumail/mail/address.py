@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import idna
+
 _DOT_ATOM_ASCII = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
 )
@@ -35,10 +37,13 @@ def normalise_domain(domain: str) -> str:
     d = domain.strip().rstrip(".")
     if not d or len(d) > 253:
         raise AddressError(f"invalid domain {domain!r}")
-    try:
-        d = d.encode("idna").decode("ascii") if not d.isascii() else d
-    except UnicodeError as exc:
-        raise AddressError(f"invalid domain {domain!r}") from exc
+    if not d.isascii():
+        # IDNA2008 with UTS #46 mapping (RFC 5891), not Python's IDNA2003 codec, which
+        # maps "ß" to "ss" and so names a different domain.
+        try:
+            d = idna.encode(d, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise AddressError(f"invalid domain {domain!r}: {exc}") from exc
     d = d.lower()
     labels = d.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
@@ -57,6 +62,9 @@ def parse_address(text: str, *, utf8: bool = False) -> Address:
         inner = local[1:-1]
         if any(c in inner for c in "\r\n\x00") or re.search(r'(?<!\\)"', inner):
             raise AddressError(f"invalid quoted local part in {text!r}")
+        if not utf8 and not inner.isascii():
+            # RFC 5321 §4.1.2 qtextSMTP is US-ASCII; UTF-8 only under RFC 6531.
+            raise AddressError(f"non-ASCII local part needs SMTPUTF8: {text!r}")
     elif not _DOT_ATOM_ASCII.match(local) and not (
         utf8 and not local.isascii() and _utf8_dot_atom(local)
     ):

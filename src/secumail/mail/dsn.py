@@ -86,24 +86,40 @@ def _status_part(req: DsnRequest) -> str:
     blocks = ["\r\n".join(per_message)]
     for r in req.recipients:
         action = "delayed" if req.kind == "delayed" else "failed"
+        # RFC 6533 §3: a UTF-8 address is of type "utf-8" in a global status part.
+        addr_type = "utf-8" if not r.address.isascii() else "rfc822"
         fields = [
-            f"Final-Recipient: rfc822; {r.address}",
+            f"Final-Recipient: {addr_type}; {_xtext(r.address)}",
             f"Action: {action}",
             f"Status: {r.enhanced}",
         ]
         if r.remote_mta:
             fields.append(f"Remote-MTA: dns; {r.remote_mta}")
-        fields.append(f"Diagnostic-Code: smtp; {_clean(r.diagnostic)[:900]}")
+        fields.append(f"Diagnostic-Code: smtp; {_xtext(_clean(r.diagnostic))[:900]}")
         if req.kind == "delayed" and req.retry_until:
             fields.append(f"Will-Retry-Until: {_date(req.retry_until)}")
         blocks.append("\r\n".join(fields))
     return "\r\n\r\n".join(blocks) + "\r\n"
 
 
+def needs_utf8(req: DsnRequest) -> bool:
+    """A notice to a UTF-8 sender address must travel with SMTPUTF8 (RFC 6531)."""
+    return not req.sender.isascii()
+
+
+def _xtext(text: str) -> str:
+    """RFC 6533 §3 utf-8-addr-xtext: non-ASCII as \\x{HEX}, so the status part stays ASCII."""
+    return "".join(c if c.isascii() else f"\\x{{{ord(c):X}}}" for c in text)
+
+
 def build_dsn(req: DsnRequest, now: float) -> bytes:
-    """The complete notice, CRLF line ends, 7-bit clean."""
+    """The complete notice with CRLF line ends: 7-bit clean unless the sender's own
+    address is UTF-8 (`needs_utf8`), in which case only its To: field is UTF-8."""
+    utf8 = needs_utf8(req)
     lang = locale_or_default(req.locale)
     boundary = "secumail-" + secrets.token_hex(12)
+    status_type = "delivery-status"
+    headers_type = "text/rfc822-headers"
     subject_ref = _clean(req.original_subject) if req.original_subject else NO_SUBJECT[lang]
     subject = SUBJECTS[lang][req.kind].format(subject=subject_ref)
     headers = [
@@ -114,12 +130,13 @@ def build_dsn(req: DsnRequest, now: float) -> bytes:
         f"Message-ID: {make_msgid(domain=req.reporting_mta)}",
         "Auto-Submitted: auto-replied",  # RFC 3834 §5
         "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        f"Content-Type: multipart/report; report-type={status_type}; "
+        f'boundary="{boundary}"',
     ]
     human = quopri.encodestring(_human(req, lang).encode("utf-8")).decode("ascii")
     original = []
     if req.original_from:
-        original.append(f"From: {_clean(req.original_from)}")
+        original.append(f"From: {_encode_header(_clean(req.original_from))}")
     if req.original_message_id:
         original.append(f"Message-ID: {_clean(req.original_message_id)}")
     if req.original_subject:
@@ -127,13 +144,13 @@ def build_dsn(req: DsnRequest, now: float) -> bytes:
     parts = [
         "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
         + human.replace("\n", "\r\n").replace("\r\r\n", "\r\n"),
-        "Content-Type: message/delivery-status\r\n\r\n" + _status_part(req),
+        f"Content-Type: message/{status_type}\r\n\r\n" + _status_part(req),
     ]
     if original:
-        parts.append("Content-Type: text/rfc822-headers\r\n\r\n" + "\r\n".join(original) + "\r\n")
+        parts.append(f"Content-Type: {headers_type}\r\n\r\n" + "\r\n".join(original) + "\r\n")
     body = "".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + f"--{boundary}--\r\n"
-    return ("\r\n".join(headers) + "\r\n\r\n" + body).encode("ascii")
+    return ("\r\n".join(headers) + "\r\n\r\n" + body).encode("utf-8" if utf8 else "ascii")
 
 
 def _encode_header(text: str) -> str:
-    return Header(text, "utf-8").encode() if not text.isascii() else text
+    return Header(text, "utf-8").encode(linesep="\r\n") if not text.isascii() else text

@@ -79,20 +79,37 @@ def single_from_address(section: HeaderSection) -> Address:
 
 
 def mailbox_of(value: str) -> Address:
-    """The single addr-spec in a From value: `Name <a@b>` or `a@b` (comments dropped)."""
+    """The single addr-spec in a From value: `Name <a@b>` or `a@b` (comments dropped).
+
+    Structure is read outside quoted strings only, so a display name such as
+    `"Doe, John <x@evil.test>"` cannot pose as the address or as a second mailbox.
+    """
     text = _strip_comments(value)
-    quoted_free = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
-    if "," in quoted_free or ";" in quoted_free or ":" in quoted_free.split("<")[0]:
-        raise HeaderError("From must name exactly one mailbox")
-    angles = re.findall(r"<([^<>]*)>", quoted_free)
-    if quoted_free.count("<") != len(angles) or quoted_free.count(">") != len(angles):
-        raise HeaderError("unbalanced angle brackets in From")
-    if len(angles) > 1:
-        raise HeaderError("From must name exactly one mailbox")
-    spec = angles[0] if angles else quoted_free
-    spec = spec.strip()
-    if not angles and (" " in spec or '"' in spec):
-        raise HeaderError("From address does not parse")
+    specials: list[tuple[int, str]] = []
+    in_quote = escaped = False
+    for i, c in enumerate(text):
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            in_quote = not in_quote
+        elif not in_quote and c in "<>,;:":
+            specials.append((i, c))
+    kinds = "".join(c for _, c in specials)
+    if "," in kinds or ";" in kinds or ":" in kinds:
+        raise HeaderError("From must name exactly one mailbox (no lists or groups)")
+    if kinds == "<>":
+        lt, gt = specials[0][0], specials[1][0]
+        if text[gt + 1 :].strip():
+            raise HeaderError("text after the address in From")
+        spec = text[lt + 1 : gt].strip()
+    elif kinds == "":
+        spec = text.strip()
+        if re.search(r'\s', re.sub(r'"(?:[^"\\]|\\.)*"', "", spec)):
+            raise HeaderError("From address does not parse")
+    else:
+        raise HeaderError("From must hold one address in <...>")
     try:
         return parse_address(spec, utf8=not spec.isascii())
     except AddressError as exc:

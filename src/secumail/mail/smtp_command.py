@@ -20,6 +20,10 @@ class CommandError(ValueError):
     """A syntactically invalid command argument; the message is the reply text."""
 
 
+class NeedsSmtputf8(CommandError):
+    """A UTF-8 address without SMTPUTF8 on the MAIL command (RFC 6531 §3.5: 553 5.6.7)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     verb: str
@@ -46,8 +50,13 @@ def parse_command(line: bytes) -> Command:
     return Command(verb.upper(), argument.strip(" "))
 
 
-def parse_path(argument: str, keyword: str, *, allow_null: bool) -> PathArgument:
-    """Parse `FROM:<a@b> KEY=VAL ...` or `TO:<a@b> ...` (keyword is FROM or TO)."""
+def parse_path(
+    argument: str, keyword: str, *, allow_null: bool, smtputf8: bool = False
+) -> PathArgument:
+    """Parse `FROM:<a@b> KEY=VAL ...` or `TO:<a@b> ...` (keyword is FROM or TO).
+
+    UTF-8 addresses need SMTPUTF8 (RFC 6531 §3.4): on MAIL, its own parameter; on RCPT,
+    pass `smtputf8` from the transaction's MAIL command."""
     prefix = keyword + ":"
     if argument[: len(prefix)].upper() != prefix:
         raise CommandError(f"Syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address>")
@@ -64,7 +73,9 @@ def parse_path(argument: str, keyword: str, *, allow_null: bool) -> PathArgument
     if path.startswith("@"):
         # RFC 5321 §4.1.1.3: source routes are accepted and ignored.
         path = path.split(":", 1)[-1]
-    utf8 = "SMTPUTF8" in params or not path.isascii()
+    utf8 = smtputf8 or "SMTPUTF8" in params
+    if not utf8 and not path.isascii():
+        raise NeedsSmtputf8("Non-ASCII address requires SMTPUTF8")
     try:
         address = parse_address(path, utf8=utf8)
     except AddressError as exc:

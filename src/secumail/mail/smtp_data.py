@@ -13,10 +13,11 @@ import re
 
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _END = b"\r\n.\r\n"
-# RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF, so a line
-# holds at most 999 octets before its LF (998 characters and the CR).
+# RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF, "not counting
+# the leading dot duplicated for transparency". So before its LF a line holds at most 999
+# octets (998 characters and the CR), or 1000 when it starts with a stuffed dot.
 MAX_TEXT_LINE = 1000
-_LONG_RUN = re.compile(rb"[^\n]{%d}" % MAX_TEXT_LINE)
+_LONG_LINE = re.compile(rb"(?m)^(?:\.[^\n]{%d}|[^.\n][^\n]{%d})" % (MAX_TEXT_LINE, MAX_TEXT_LINE - 1))
 
 
 class DataProblem(enum.Enum):
@@ -43,6 +44,7 @@ class DataReceiver:
         # The virtual CRLF before the first line lets ".\r\n" end an empty message.
         self._tail = b"\r\n"
         self._run = 0  # octets since the last LF
+        self._dotted = False  # the current line starts with a (stuffed) dot
 
     def feed(self, chunk: bytes) -> int | None:
         if self.problem is DataProblem.BARE_LINE_ENDING:
@@ -77,19 +79,25 @@ class DataReceiver:
         return False
 
     def _check_line_lengths(self, part: bytes) -> None:
-        if self.problem is not None:
+        if self.problem is not None or not part:
             return
         first_lf = part.find(b"\n")
-        if (first_lf if first_lf >= 0 else len(part)) + self._run >= MAX_TEXT_LINE:
+        head = len(part) if first_lf < 0 else first_lf
+        if self._run == 0 and head:
+            self._dotted = part[:1] == b"."
+        limit = MAX_TEXT_LINE + (1 if self._dotted else 0)
+        if self._run + head >= limit:
             self.problem = DataProblem.LINE_TOO_LONG
             return
         if first_lf < 0:
             self._run += len(part)
             return
-        if _LONG_RUN.search(part, first_lf + 1):
+        if _LONG_LINE.search(part, first_lf + 1):
             self.problem = DataProblem.LINE_TOO_LONG
             return
-        self._run = len(part) - part.rfind(b"\n") - 1
+        last_lf = part.rfind(b"\n")
+        self._run = len(part) - last_lf - 1
+        self._dotted = part[last_lf + 1 : last_lf + 2] == b"."
 
     def message(self) -> bytes:
         """The message, dot-unstuffed, with CRLF line ends (call after the end was seen)."""

@@ -55,6 +55,10 @@ class Resolver:
             ]
         else:
             self._resolver = dns.asyncresolver.Resolver()
+        # Positive and negative answers are kept for their TTL (RFC 2308 for negatives):
+        # the route stage's MX lookup serves the deliver stage, and a burst to one domain
+        # costs one lookup, not one per message.
+        self._resolver.cache = dns.resolver.LRUCache(max_size=10_000)
         self._resolver.lifetime = timeout
         self._resolver.timeout = timeout
         self._resolver.use_edns(0, 0, 1232)

@@ -25,6 +25,7 @@ from secumail.mail.smtp_command import (
     MAX_AUTH_LINE,
     MAX_COMMAND_LINE,
     CommandError,
+    NeedsSmtputf8,
     parse_command,
     parse_path,
 )
@@ -323,6 +324,9 @@ class SubmissionSession:
             return
         try:
             path = parse_path(arg, "FROM", allow_null=True)
+        except NeedsSmtputf8 as exc:
+            self._error(Reply(553, "5.6.7", str(exc)))
+            return
         except CommandError as exc:
             self._error(Reply(501, "5.1.7", str(exc)))
             return
@@ -371,7 +375,10 @@ class SubmissionSession:
             self.send(R.TOO_MANY_RECIPIENTS)
             return
         try:
-            path = parse_path(arg, "TO", allow_null=False)
+            path = parse_path(arg, "TO", allow_null=False, smtputf8=self.envelope.smtputf8)
+        except NeedsSmtputf8 as exc:
+            self._error(Reply(553, "5.6.7", str(exc)))
+            return
         except CommandError as exc:
             self._error(Reply(501, "5.1.3", str(exc)))
             return
@@ -381,9 +388,6 @@ class SubmissionSession:
             )
             return
         assert path.address is not None
-        if not path.address.is_ascii and not self.envelope.smtputf8:
-            self._error(Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"))
-            return
         refused = await self.policy.check_recipient(self.principal, path.address)
         if refused is not None:
             self._error(refused)

@@ -70,5 +70,5 @@ def unwrap_key(master: bytes, message_id: str, wrapped: bytes) -> bytes:
         return AESGCM(master).decrypt(
             wrapped[:12], wrapped[12:], b"key:" + message_id.encode("ascii")
         )
-    except InvalidTag as exc:
+    except (InvalidTag, ValueError) as exc:
         raise SpoolError(f"data key of {message_id} does not unwrap with this master key") from exc

@@ -59,12 +59,16 @@ class Database:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the writer thread within the next group commit; durable on return."""
+        if self._thread is None:
+            raise StoreError(f"database {self.path} is closed")
         future: Future[T] = Future()
         self._queue.put((fn, future))
         return await asyncio.wrap_future(future)
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Blocking variant for command-line tools."""
+        if self._thread is None:
+            raise StoreError(f"database {self.path} is closed")
         future: Future[T] = Future()
         self._queue.put((fn, future))
         return future.result()

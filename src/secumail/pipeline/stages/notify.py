@@ -85,6 +85,7 @@ class NotifyStage:
                 size=len(notice),
                 header_from=f"mailer-daemon@{self.hostname}",
                 dsn_of=record.id,
+                smtputf8=not notice.isascii(),
             ),
             notice,
             admission=False,

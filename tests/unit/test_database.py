@@ -1,0 +1,161 @@
+"""SQLite with group commit: many callers, one transaction and one fsync per batch,
+each caller isolated in its own SAVEPOINT (SQLite "SAVEPOINT" semantics)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from secumail.errors import ConflictError, StoreError
+from secumail.store.database import Database
+
+SCHEMA = ["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)"]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(tmp_path / "db" / "test.sqlite")
+    database.open(SCHEMA)
+    yield database
+    database.close()
+
+
+def insert(k: str, v: int = 0) -> Callable[[sqlite3.Connection], None]:
+    def op(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (?, ?)", (k, v))
+
+    return op
+
+
+def keys(c: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in c.execute("SELECT k FROM t ORDER BY k")]
+
+
+async def hold_writer(db: Database) -> tuple[asyncio.Task, threading.Event]:
+    """Occupy the writer thread so that everything queued meanwhile forms one batch."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(c: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+
+    task = asyncio.create_task(db.run(blocker))
+    assert await asyncio.to_thread(started.wait, 10)
+    return task, release
+
+
+def test_run_returns_the_value(db: Database) -> None:
+    async def main() -> list[str]:
+        await db.run(insert("a", 1))
+        return await db.run(keys)
+
+    assert asyncio.run(main()) == ["a"]
+    assert db.run_sync(lambda c: c.execute("SELECT v FROM t").fetchone()[0]) == 1
+
+
+def test_concurrent_calls_are_group_committed(db: Database) -> None:
+    async def main() -> None:
+        held, release = await hold_writer(db)
+        tasks = [asyncio.create_task(db.run(insert(f"k{i:03}", i))) for i in range(200)]
+        await asyncio.sleep(0)  # let every task queue its operation
+        release.set()
+        await asyncio.gather(held, *tasks)
+
+    asyncio.run(main())
+    assert db.operations == 201
+    assert db.batches == 2  # the held batch, then all 200 inserts in one commit
+    assert db.run_sync(keys) == [f"k{i:03}" for i in range(200)]
+
+
+def test_many_concurrent_calls_take_fewer_commits(db: Database) -> None:
+    async def main() -> None:
+        await asyncio.gather(*(db.run(insert(f"k{i}")) for i in range(200)))
+
+    asyncio.run(main())
+    assert db.operations == 200
+    assert db.batches < db.operations
+    assert len(db.run_sync(keys)) == 200
+
+
+def test_a_failing_operation_does_not_undo_the_others(db: Database) -> None:
+    def insert_then_fail(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES ('b', 2)")
+        raise ValueError("boom")
+
+    def bad_sql(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO nosuchtable VALUES (1)")
+
+    async def main() -> list[object]:
+        await db.run(insert("a"))
+        held, release = await hold_writer(db)
+        tasks = [
+            asyncio.create_task(db.run(op))
+            for op in (insert("c"), insert_then_fail, insert("a"), bad_sql, insert("d"))
+        ]
+        await asyncio.sleep(0)
+        release.set()
+        await held
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    batches_before = db.batches
+    ok_c, failed, duplicate, bad, ok_d = asyncio.run(main())
+    assert db.batches - batches_before == 3  # "a", the held one, then all five together
+    assert ok_c is None and ok_d is None
+    assert isinstance(failed, ValueError) and str(failed) == "boom"  # the caller's own error
+    assert isinstance(duplicate, ConflictError)  # sqlite3.IntegrityError translated
+    assert isinstance(bad, StoreError)  # other sqlite3 errors translated
+    # "b" was rolled back with its failing operation; the rest of the batch is committed.
+    assert db.run_sync(keys) == ["a", "c", "d"]
+
+
+def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "durable.sqlite"
+    first = Database(path)
+    first.open(SCHEMA)
+
+    async def write() -> None:
+        await asyncio.gather(*(first.run(insert(f"k{i}", i)) for i in range(50)))
+
+    asyncio.run(write())
+    first.close()
+
+    second = Database(path)
+    second.open(SCHEMA)  # IF NOT EXISTS: reopening keeps the data
+    try:
+        count, total = second.run_sync(
+            lambda c: tuple(c.execute("SELECT COUNT(*), SUM(v) FROM t").fetchone())
+        )
+        assert (count, total) == (50, sum(range(50)))
+    finally:
+        second.close()
+
+
+def test_operations_queued_before_close_are_committed(tmp_path: Path) -> None:
+    path = tmp_path / "close.sqlite"
+    db = Database(path)
+    db.open(SCHEMA)
+    futures = []
+
+    async def main() -> None:
+        futures.extend(asyncio.create_task(db.run(insert(f"k{i}"))) for i in range(20))
+        await asyncio.sleep(0)
+        await asyncio.to_thread(db.close)
+        await asyncio.gather(*futures)
+
+    asyncio.run(main())
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 20
+    finally:
+        conn.close()
+
+
+def test_invalid_schema_is_a_store_error(tmp_path: Path) -> None:
+    db = Database(tmp_path / "bad.sqlite")
+    with pytest.raises(StoreError, match="cannot open"):
+        db.open(["CREATE TABLE ("])
