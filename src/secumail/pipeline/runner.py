@@ -34,7 +34,7 @@ class StageRunner:
         self.concurrency = concurrency
         self._in_hand: dict[int, Claimed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(concurrency)
+        self._freed = asyncio.Event()  # set whenever a job in hand finishes
         self._stopping = asyncio.Event()
         self.handled = 0
 
@@ -44,8 +44,8 @@ class StageRunner:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._in_hand)
                 if free <= 0:
-                    await self._slots.acquire()
-                    self._slots.release()
+                    self._freed.clear()
+                    await self._freed.wait()
                     continue
                 claimed = await self.bus.claim(self.queue, free)
                 if not claimed:
@@ -66,12 +66,11 @@ class StageRunner:
                 await renewer
 
     async def _handle(self, claimed: Claimed) -> None:
-        await self._slots.acquire()
         try:
             await self._settle(claimed)
         finally:
             self._in_hand.pop(claimed.id, None)
-            self._slots.release()
+            self._freed.set()
 
     async def _settle(self, claimed: Claimed) -> None:
         started = time.monotonic()
