@@ -117,3 +117,39 @@ def _wait_events(gateway: GatewayProcess, qid: str, kind: str) -> list[dict]:
             return found
         time.sleep(0.2)
     raise AssertionError(f"no {kind} event on {qid}")
+
+
+def test_connection_dropped_mid_data_is_retried(
+    gateway: GatewayProcess, customer: Customer, world: World
+) -> None:
+    mx = world.domain("flaky.test")
+    mx.drop_mid_data(1)
+    qid = gateway.send(customer, ["x@flaky.test"])
+    got = mx.wait_for(1, timeout=20)
+    shown = gateway.wait_status(qid, {"delivered"})
+    assert got[0].rcpt_to == ["x@flaky.test"]
+    kinds = [e["kind"] for e in shown["events"] if e["recipient"]]
+    assert kinds == ["deferred", "delivered"]
+
+
+def test_domain_without_mx_is_delivered_to_its_own_address(
+    gateway: GatewayProcess, customer: Customer, world: World
+) -> None:
+    # RFC 5321 §5.1: no MX records → the domain itself is the mail server (implicit MX).
+    mx = world.mx("implicit.test")
+    qid = gateway.send(customer, ["x@implicit.test"])
+    assert mx.wait_for(1)[0].rcpt_to == ["x@implicit.test"]
+    shown = gateway.wait_status(qid, {"delivered"})
+    assert shown["attempts"][-1]["mx"] == "implicit.test"
+
+
+def test_notices_are_copied_to_the_accounts_notify_address(
+    gateway: GatewayProcess, dns: AuthoritativeDns, world: World
+) -> None:
+    sender_mx = world.domain("school.test")
+    who = gateway.onboard(dns, "School", "school.test", notify="ict@school.test")
+    world.domain("plain.test", "no_starttls")
+    qid = gateway.send(who, ["parent@plain.test"], sender="teacher@school.test")
+    gateway.wait_status(qid, {"refused_insecure"})
+    notice = sender_mx.wait_for(1)[0]
+    assert sorted(notice.rcpt_to) == ["ict@school.test", "teacher@school.test"]
