@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import smtplib
+import ssl
+import warnings
 
 import pytest
 
@@ -34,7 +36,8 @@ def test_auth_and_mail_before_tls_are_refused(gateway: GatewayProcess, customer:
     s.cmd("EHLO client.test")
     # RFC 4954 §4 / RFC 3207 §4: the credentials must never cross the wire in clear.
     assert s.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==") == (
-        538, "5.7.11 Encryption required for requested authentication mechanism"
+        538,
+        "5.7.11 Encryption required for requested authentication mechanism",
     )
     code, text = s.cmd("MAIL FROM:<alice@hospital.test>")
     assert (code, text[:5]) == (530, "5.7.0")
@@ -131,7 +134,9 @@ class TestClosedNetwork:
 
 
 class TestLimits:
-    def test_command_line_over_512_octets(self, gateway: GatewayProcess, customer: Customer) -> None:
+    def test_command_line_over_512_octets(
+        self, gateway: GatewayProcess, customer: Customer
+    ) -> None:
         s = open_session(gateway, customer)
         code, text = s.cmd("MAIL FROM:<" + "a" * 600 + "@hospital.test>")
         assert (code, text[:5]) == (500, "5.5.2")
@@ -142,7 +147,11 @@ class TestLimits:
         s.cmd("MAIL FROM:<alice@hospital.test>")
         s.cmd("RCPT TO:<x@clinic.test>")
         assert s.cmd("DATA")[0] == 354
-        body = make_message("alice@hospital.test", ["x@clinic.test"], "long") + b"y" * 1200 + b"\r\n.\r\n"
+        body = (
+            make_message("alice@hospital.test", ["x@clinic.test"], "long")
+            + b"y" * 1200
+            + b"\r\n.\r\n"
+        )
         s.send(body)
         code, text = s.reply()
         assert (code, text[:5]) == (554, "5.6.0")
@@ -167,7 +176,11 @@ class TestLimits:
         s.cmd("MAIL FROM:<alice@hospital.test>")
         s.cmd("RCPT TO:<a@clinic.test>")
         assert s.cmd("DATA")[0] == 354
-        s.send(make_message("alice@hospital.test", ["a@clinic.test"], "big") + (b"z" * 70 + b"\r\n") * 100 + b".\r\n")
+        s.send(
+            make_message("alice@hospital.test", ["a@clinic.test"], "big")
+            + (b"z" * 70 + b"\r\n") * 100
+            + b".\r\n"
+        )
         code, text = s.reply()
         assert (code, text[:5]) == (552, "5.3.4")
         assert s.cmd("NOOP")[0] == 250
@@ -217,7 +230,9 @@ def test_smuggling_sequences_are_refused_not_normalised(
     assert mx.received == []
 
 
-def test_commands_pipelined_before_starttls_are_discarded(gateway: GatewayProcess, customer: Customer) -> None:
+def test_commands_pipelined_before_starttls_are_discarded(
+    gateway: GatewayProcess, customer: Customer
+) -> None:
     # CVE-2011-0411: the plaintext "NOOP" must not be answered inside the TLS session.
     s = RawSmtp(gateway.submission_port, ctx=gateway.client_context())
     s.reply()
@@ -230,3 +245,36 @@ def test_commands_pipelined_before_starttls_are_discarded(gateway: GatewayProces
     assert code == 250 and "AUTH" in text, "the first reply inside TLS answers our EHLO"
     code, _ = s.cmd("QUIT")
     assert code == 221
+
+
+def _legacy_client(
+    ctx: ssl.SSLContext, version: ssl.TLSVersion | None, ciphers: str | None
+) -> ssl.SSLContext:
+    ctx.set_ciphers(ciphers or "DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if version is not None:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = version
+    return ctx
+
+
+@pytest.mark.parametrize(
+    ("version", "ciphers"),
+    [
+        (ssl.TLSVersion.TLSv1, None),
+        (ssl.TLSVersion.TLSv1_1, None),
+        (ssl.TLSVersion.TLSv1_2, "AES128-SHA:AES256-SHA:AES128-GCM-SHA256"),
+    ],
+    ids=["TLS 1.0", "TLS 1.1", "TLS 1.2 without forward secrecy"],
+)
+def test_old_tls_and_weak_ciphers_are_refused(
+    version: ssl.TLSVersion, ciphers: str | None, gateway: GatewayProcess
+) -> None:
+    # NCSC-NL TLS guidelines: TLS 1.2+ with ECDHE/DHE and AEAD only.
+    ctx = _legacy_client(gateway.client_context(), version, ciphers)
+    with pytest.raises(ssl.SSLError):
+        RawSmtp(gateway.tls_port, implicit_tls=True, ctx=ctx)
+    modern = RawSmtp(gateway.tls_port, implicit_tls=True, ctx=gateway.client_context())
+    assert modern.reply()[0] == 220
+    assert modern.sock.version() in ("TLSv1.2", "TLSv1.3")
