@@ -6,6 +6,7 @@
     │   └── NotFound                 an account, domain, credential or message does not exist
     ├── ConflictError                the thing to create exists already
     ├── SpoolError                   an encrypted body cannot be written, read or is gone
+    ├── EvidenceError                a delivery-evidence token is malformed or does not verify
     ├── AdmissionRefused             a queue is over its bound: answer 451 4.3.2 / 503
     ├── DnsError                     a lookup failed
     │   ├── DnsTemporaryError        SERVFAIL, timeout: try again later
@@ -45,6 +46,11 @@ class ConflictError(SecumailError):
 
 class SpoolError(SecumailError):
     """An encrypted message body cannot be written or read, or is gone."""
+
+
+class EvidenceError(SecumailError):
+    """An evidence token is malformed, uses another algorithm or key, or its signature
+    does not verify."""
 
 
 class AdmissionRefused(SecumailError):

@@ -35,7 +35,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from secumail.errors import ConfigError, ConflictError, SecumailError
+from secumail.errors import ConfigError, ConflictError, EvidenceError
 from secumail.pki.ca import FileKeySigner, Signer
 
 ALG = "EdDSA"
@@ -43,10 +43,6 @@ TYP = "secumail-evidence+json"
 _HEADER_KEYS = {"alg", "kid", "typ"}
 MAX_TOKEN = 64 * 1024
 
-
-class EvidenceError(SecumailError):
-    """An evidence token is malformed, uses another algorithm or key, or its signature
-    does not verify."""
 
 
 # --- keys -----------------------------------------------------------------------------
