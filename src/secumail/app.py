@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from importlib.metadata import entry_points
@@ -23,11 +24,16 @@ from secumail.pipeline.intake import Intake
 from secumail.pipeline.runner import StageRunner
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
+from secumail.pki.ca import CertificateAuthority
+from secumail.pki.dkim_keyring import DkimKeyring
+from secumail.pki.evidence import EvidenceKey
+from secumail.pki.smime_issuer import SmimeIssuer
 from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
 from secumail.spool.master_key import ensure_master_key, load_master_key
 from secumail.store.database import Database
 from secumail.store.metadata import MetadataStore
 from secumail.store.schema import SCHEMA
+from secumail.store.signing import SigningStore
 
 log = logging.getLogger("secumail")
 
@@ -35,7 +41,8 @@ STAGE_GROUP = "secumail.stages"
 
 
 def initialise(settings: Settings) -> list[str]:
-    """Create data_dir, the master key and the gateway certificate when absent."""
+    """Create data_dir, the master key, the gateway certificate, the S/MIME CA and the
+    evidence key when absent (idempotent)."""
     made = []
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if not settings.master_key_file.exists():
@@ -43,6 +50,12 @@ def initialise(settings: Settings) -> list[str]:
         made.append(str(settings.master_key_file))
     if ensure_gateway_certificate(settings.cert_file, settings.key_file, settings.server.hostname):
         made.append(str(settings.cert_file))
+    if not (settings.ca_dir / "root.pem").exists():
+        CertificateAuthority.create(settings.ca_dir, settings.signing.ca_organisation)
+        made.append(str(settings.ca_dir / "root.pem"))
+    if not settings.evidence_key_file.exists():
+        EvidenceKey.generate().save(settings.evidence_key_file)
+        made.append(str(settings.evidence_key_file))
     return made
 
 
@@ -76,13 +89,45 @@ class Services:
         self.db = Database(Path(sqlite_path(settings)))
         self.db.open(SCHEMA + SPOOL_SCHEMA + BUS_SCHEMA)
         self.store = MetadataStore(self.db)
-        self.bodies = BodyStore(self.db, load_master_key(settings.master_key_file))
+        master = load_master_key(settings.master_key_file)
+        self.bodies = BodyStore(self.db, master)
+        self.signing = SigningStore(self.db)
+        self.keyring = DkimKeyring(self.signing, master)
+        self._master = master
         self.bus = EmbeddedBus(self.db, bound=settings.bus.queue_bound, lease=settings.bus.lease)
         self.resolver = Resolver(settings.dns.nameservers, settings.dns.timeout)
         stages = settings.pipeline.stages
         if not stages:
             raise ConfigError("pipeline.stages is empty")
         self.intake = Intake(self.store, self.bodies, self.bus, stages[0])
+
+    @functools.cached_property
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority.load(self.settings.ca_dir)
+
+    @functools.cached_property
+    def smime(self) -> SmimeIssuer:
+        return SmimeIssuer(
+            self.ca, self.signing, self._master, days=self.settings.signing.smime_validity_days
+        )
+
+    @functools.cached_property
+    def evidence_key(self) -> EvidenceKey:
+        return EvidenceKey.load(self.settings.evidence_key_file)
+
+    def stage_context(self) -> StageContext:
+        return StageContext(
+            self.settings,
+            self.store,
+            self.bodies,
+            self.bus,
+            self.resolver,
+            self.intake,
+            signing=self.signing,
+            keyring=self.keyring,
+            smime=self.smime,
+            evidence_key=self.evidence_key,
+        )
 
     def close(self) -> None:
         self.db.close()
@@ -140,7 +185,8 @@ class Gateway:
                     port,
                     "implicit TLS" if implicit else "STARTTLS",
                 )
-        ctx = StageContext(s, sv.store, sv.bodies, sv.bus, sv.resolver, sv.intake)
+        await sv.keyring.ensure_keys(s.gateway_domain)
+        ctx = sv.stage_context()
         names = s.pipeline.stages
         classes = load_stage_classes(names)
         for i, name in enumerate(names):
@@ -153,6 +199,7 @@ class Gateway:
                 sv.bus,
                 next_queue=names[i + 1] if i + 1 < len(names) else None,
                 concurrency=concurrency,
+                reject_queue="notify" if "notify" in names else None,
             )
             self.stages.append(stage)
             self.runners.append(runner)

@@ -95,6 +95,14 @@ class PipelineSettings(_Section):
     concurrency: int = 32  # jobs in flight per stage (deliver has its own)
 
 
+class SigningSettings(_Section):
+    # The domain that signs notices, and messages of accounts allowed to fall back to it
+    # when their own domain has no published DKIM key. Empty: server.hostname.
+    gateway_domain: str = ""
+    smime_validity_days: int = 30
+    ca_organisation: str = "Secumail"
+
+
 class NotifySettings(_Section):
     delay_warning_after: float = 4 * 3600  # one "delayed" notice after this long deferred
     sender_local_part: str = "mailer-daemon"
@@ -112,6 +120,7 @@ class Settings(BaseModel):
     bus: BusSettings = BusSettings()
     pipeline: PipelineSettings = PipelineSettings()
     notify: NotifySettings = NotifySettings()
+    signing: SigningSettings = SigningSettings()
 
     # Derived locations, all under data_dir unless set.
     @property
@@ -129,6 +138,18 @@ class Settings(BaseModel):
     @property
     def master_key_file(self) -> Path:
         return self.data_dir / "keys" / "master.key"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "pki" / "ca"
+
+    @property
+    def evidence_key_file(self) -> Path:
+        return self.data_dir / "keys" / "evidence.key"
+
+    @property
+    def gateway_domain(self) -> str:
+        return (self.signing.gateway_domain or self.server.hostname).lower().rstrip(".")
 
     @property
     def storage_url(self) -> str:

@@ -150,10 +150,11 @@ class GatewayProcess:
         extra = [x for k, v in account.items() for x in (f"--{k}", v)]
         acc = self.cli("account", "create", name, *extra)
         added = self.cli("domain", "add", name, domain)
-        token = next(r for r in added["records"] if r["required"])
-        dns.add(token["name"], "TXT", f'"{token["value"]}"')
+        for record in added["records"]:
+            if record["required"]:  # ownership and DKIM keys
+                dns.add(record["name"], "TXT", _txt(record["value"]))
         verified = self.cli("domain", "verify", domain)
-        assert verified["verified"], verified
+        assert verified["verified"] and verified["dkim_published"], verified
         cred = self.cli("credential", "create", name, "--kind", "smtp")
         return Customer(acc["id"], name, domain, cred["username"], cred["password"])
 
@@ -202,6 +203,11 @@ class GatewayProcess:
             code, text = client.data(data)
             assert code == 250, (code, text)
         return queue_id(text)
+
+
+def _txt(value: str) -> str:
+    """Presentation form of a TXT value: quoted strings of at most 255 octets."""
+    return " ".join(f'"{value[i : i + 255]}"' for i in range(0, len(value), 255))
 
 
 def queue_id(reply_text: bytes) -> str:

@@ -9,16 +9,14 @@ import secrets
 from pathlib import Path
 
 from secumail.app import Gateway, Services, initialise
+from secumail.cli import domains, evidence
 from secumail.cli.output import emit, when
 from secumail.config import Settings
 from secumail.errors import ConfigError, SecumailError
-from secumail.mail.address import AddressError, normalise_domain, parse_address
+from secumail.mail.address import AddressError, parse_address
 from secumail.pki.passwords import hash_secret, new_secret
 
 log = logging.getLogger("secumail")
-
-VERIFY_LABEL = "_secumail"
-VERIFY_PREFIX = "secumail-verification="
 
 
 def init(settings: Settings, config_path: Path, as_json: bool, template: str) -> int:
@@ -32,7 +30,10 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
         wrote_config = True
     made = initialise(settings)
     services = Services(settings)  # creates the database and its tables
-    services.close()
+    try:
+        records = asyncio.run(services.keyring.ensure_keys(settings.gateway_domain))
+    finally:
+        services.close()
     emit(
         as_json,
         {
@@ -40,9 +41,13 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
             "config_written": wrote_config,
             "created": made,
             "data_dir": str(settings.data_dir),
+            "gateway_dkim": [{"name": r.name, "type": "TXT", "value": r.value} for r in records],
         },
         f"config: {config_path}{' (written)' if wrote_config else ' (exists)'}\n"
-        f"data:   {settings.data_dir}\n" + "".join(f"created {m}\n" for m in made),
+        f"data:   {settings.data_dir}\n"
+        + "".join(f"created {m}\n" for m in made)
+        + f"DKIM records for the gateway's own domain {settings.gateway_domain} (signs notices):\n"
+        + "".join(f'  {r.name}. IN TXT "{r.value}"\n' for r in records),
     )
     return 0
 
@@ -97,98 +102,47 @@ async def account_create(sv: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_off(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
+async def account_update(sv: Services, args: argparse.Namespace) -> int:
+    notify = None
+    if args.notify:
+        try:
+            notify = str(parse_address(args.notify))
+        except AddressError as exc:
+            raise ConfigError(f"--notify: {exc}") from exc
+    account = await sv.store.update_account(
+        args.name,
+        locale=args.locale,
+        notify_address=notify,
+        store_subject=_on_off(args.store_subject),
+        smime=_on_off(args.smime),
+        gateway_dkim=_on_off(args.gateway_dkim),
+    )
+    emit(
+        args.json,
+        account,
+        f"account {account.name}: locale {account.locale}, notify {account.notify_address or '-'}, "
+        f"S/MIME {'on' if account.smime else 'off'}, gateway DKIM {'on' if account.gateway_dkim else 'off'}, "
+        f"subjects {'stored' if account.store_subject else 'not stored'}",
+    )
+    return 0
+
+
+async def ca_export_root(sv: Services, args: argparse.Namespace) -> int:
+    pem = sv.ca.root_pem().decode()
+    emit(args.json, {"root_pem": pem}, pem)
+    return 0
+
+
 async def account_list(sv: Services, args: argparse.Namespace) -> int:
     accounts = await sv.store.list_accounts()
     lines = [
         f"{a.id}  {a.name}  locale={a.locale}  notify={a.notify_address or '-'}" for a in accounts
     ]
     emit(args.json, accounts, "\n".join(lines) or "no accounts")
-    return 0
-
-
-# -- domains -------------------------------------------------------------------------
-def _records(sv: Services, domain: str, token: str) -> list[dict]:
-    host = sv.settings.server.hostname
-    return [
-        {
-            "name": f"{VERIFY_LABEL}.{domain}",
-            "type": "TXT",
-            "value": f"{VERIFY_PREFIX}{token}",
-            "purpose": "proves you control the domain (required)",
-            "required": True,
-        },
-        {
-            "name": domain,
-            "type": "TXT",
-            "value": f"v=spf1 a:{host} ~all",
-            "purpose": f"SPF: allow {host} to send for the domain (merge with your existing SPF record)",
-            "required": False,
-        },
-    ]
-
-
-async def domain_add(sv: Services, args: argparse.Namespace) -> int:
-    account = await sv.store.get_account(args.account)
-    try:
-        name = normalise_domain(args.domain)
-    except AddressError as exc:
-        raise ConfigError(str(exc)) from exc
-    domain = await sv.store.add_domain(account.id, name)
-    records = _records(sv, name, domain.token)
-    human = [f"domain {name} added to account {account.name}; publish these DNS records:"]
-    for r in records:
-        human.append(f'  {r["name"]}. IN {r["type"]} "{r["value"]}"\n      ({r["purpose"]})')
-    human.append(f"then run: secumail domain verify {name}")
-    emit(
-        args.json,
-        {"domain": name, "account": account.id, "verified": domain.verified, "records": records},
-        "\n".join(human),
-    )
-    return 0
-
-
-async def domain_verify(sv: Services, args: argparse.Namespace) -> int:
-    name = normalise_domain(args.domain)
-    domain = await sv.store.get_domain(name)
-    expected = f"{VERIFY_PREFIX}{domain.token}"
-    found = await sv.resolver.txt(f"{VERIFY_LABEL}.{name}")
-    ok = any(secrets.compare_digest(t.strip(), expected) for t in found)
-    if ok:
-        await sv.store.mark_domain_verified(name)
-    result = {
-        "domain": name,
-        "verified": ok or domain.verified,
-        "checks": [
-            {"record": f"{VERIFY_LABEL}.{name} TXT", "ok": ok, "found": found, "expected": expected}
-        ],
-    }
-    human = (
-        f"✓ {name} verified: ownership record found"
-        if ok
-        else f'✗ {name} not verified: TXT {VERIFY_LABEL}.{name} should be "{expected}"'
-        + (f", found {found}" if found else ", found nothing")
-    )
-    emit(args.json, result, human)
-    return 0 if ok else 2
-
-
-async def domain_list(sv: Services, args: argparse.Namespace) -> int:
-    account_id = (await sv.store.get_account(args.account)).id if args.account else None
-    domains = await sv.store.list_domains(account_id)
-    lines = [f"{d.name}  account={d.account_id}  verified={when(d.verified_at)}" for d in domains]
-    emit(
-        args.json,
-        [
-            {
-                "name": d.name,
-                "account_id": d.account_id,
-                "verified": d.verified,
-                "verified_at": d.verified_at,
-            }
-            for d in domains
-        ],
-        "\n".join(lines) or "no domains",
-    )
     return 0
 
 
@@ -286,9 +240,10 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
 COMMANDS = {
     ("account", "create"): account_create,
     ("account", "list"): account_list,
-    ("domain", "add"): domain_add,
-    ("domain", "verify"): domain_verify,
-    ("domain", "list"): domain_list,
+    ("account", "update"): account_update,
+    ("ca", "export-root"): ca_export_root,
+    **domains.COMMANDS,
+    **evidence.COMMANDS,
     ("credential", "create"): credential_create,
     ("credential", "revoke"): credential_revoke,
     ("credential", "list"): credential_list,

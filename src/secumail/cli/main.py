@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
         "--store-subject", action="store_true", help="keep subjects in metadata (off by default)"
     )
     cmd("list", "list accounts", account)
+    c = cmd("update", "change an account's settings", account)
+    c.add_argument("name")
+    c.add_argument("--locale", choices=["en", "nl"], default=None)
+    c.add_argument("--notify", metavar="ADDRESS", default=None)
+    c.add_argument("--smime", choices=["on", "off"], default=None, help="S/MIME-sign messages")
+    c.add_argument(
+        "--gateway-dkim",
+        choices=["on", "off"],
+        default=None,
+        help="sign with the gateway's domain when the From domain has no published DKIM key",
+    )
+    c.add_argument("--store-subject", choices=["on", "off"], default=None)
 
     domain = sub.add_parser("domain", help="sender domains").add_subparsers(
         dest="action", required=True
@@ -62,6 +74,36 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("domain")
     c = cmd("list", "list domains", domain)
     c.add_argument("--account", default=None)
+    c = cmd("records", "the DNS records to publish for a domain", domain)
+    c.add_argument("domain")
+    c = cmd(
+        "rotate-dkim", "new DKIM keys (dated selectors); old ones stay valid until retired", domain
+    )
+    c.add_argument("domain")
+    c = cmd("retire-dkim", "stop signing with a DKIM key", domain)
+    c.add_argument("domain")
+    c.add_argument("selector")
+
+    ca = sub.add_parser("ca", help="Secumail's S/MIME CA").add_subparsers(
+        dest="action", required=True
+    )
+    cmd("export-root", "print the root certificate (PEM) for customers to trust", ca)
+
+    ev = sub.add_parser("evidence", help="signed delivery evidence").add_subparsers(
+        dest="action", required=True
+    )
+    c = cmd("export", "print the evidence of a message's delivered recipients", ev)
+    c.add_argument("id")
+    c.add_argument("--recipient", default=None)
+    c = cmd("verify", "verify an exported evidence file (exit 0 only when valid)", ev)
+    c.add_argument("file")
+    c.add_argument(
+        "--message", metavar="EML", default=None, help="the delivered message, to check its hash"
+    )
+    c.add_argument(
+        "--key", metavar="JWK", default=None, help="trusted public key (default: this gateway's)"
+    )
+    cmd("key", "print the public evidence key (JWK) for third parties", ev)
 
     cred = sub.add_parser("credential", help="SMTP credentials").add_subparsers(
         dest="action", required=True

@@ -130,8 +130,7 @@ def build_dsn(req: DsnRequest, now: float) -> bytes:
         f"Message-ID: {make_msgid(domain=req.reporting_mta)}",
         "Auto-Submitted: auto-replied",  # RFC 3834 §5
         "MIME-Version: 1.0",
-        f"Content-Type: multipart/report; report-type={status_type}; "
-        f'boundary="{boundary}"',
+        f'Content-Type: multipart/report; report-type={status_type}; boundary="{boundary}"',
     ]
     human = quopri.encodestring(_human(req, lang).encode("utf-8")).decode("ascii")
     original = []

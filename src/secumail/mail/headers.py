@@ -106,7 +106,7 @@ def mailbox_of(value: str) -> Address:
         spec = text[lt + 1 : gt].strip()
     elif kinds == "":
         spec = text.strip()
-        if re.search(r'\s', re.sub(r'"(?:[^"\\]|\\.)*"', "", spec)):
+        if re.search(r"\s", re.sub(r'"(?:[^"\\]|\\.)*"', "", spec)):
             raise HeaderError("From address does not parse")
     else:
         raise HeaderError("From must hold one address in <...>")

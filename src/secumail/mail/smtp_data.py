@@ -17,7 +17,9 @@ _END = b"\r\n.\r\n"
 # the leading dot duplicated for transparency". So before its LF a line holds at most 999
 # octets (998 characters and the CR), or 1000 when it starts with a stuffed dot.
 MAX_TEXT_LINE = 1000
-_LONG_LINE = re.compile(rb"(?m)^(?:\.[^\n]{%d}|[^.\n][^\n]{%d})" % (MAX_TEXT_LINE, MAX_TEXT_LINE - 1))
+_LONG_LINE = re.compile(
+    rb"(?m)^(?:\.[^\n]{%d}|[^.\n][^\n]{%d})" % (MAX_TEXT_LINE, MAX_TEXT_LINE - 1)
+)
 
 
 class DataProblem(enum.Enum):

@@ -25,12 +25,19 @@ ERROR_BACKOFF = (5.0, 30.0, 120.0, 600.0)
 
 class StageRunner:
     def __init__(
-        self, stage: Stage, bus: EmbeddedBus, *, next_queue: str | None, concurrency: int
+        self,
+        stage: Stage,
+        bus: EmbeddedBus,
+        *,
+        next_queue: str | None,
+        concurrency: int,
+        reject_queue: str | None = None,
     ) -> None:
         self.stage = stage
         self.bus = bus
         self.queue = stage.name
         self.next_queue = next_queue
+        self.reject_queue = reject_queue  # REJECT hands the job here (the notify stage)
         self.concurrency = concurrency
         self._in_hand: dict[int, Claimed] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -97,6 +104,10 @@ class StageRunner:
             await self.bus.settle(claimed, [Publish(self.next_queue, job)])
         elif result.verdict is Verdict.DEFER:
             await self.bus.retry(claimed, result.delay, result.payload)
+        elif result.verdict is Verdict.REJECT and self.reject_queue not in (None, self.queue):
+            job = claimed.job
+            job.payload = {"kind": "failed"}
+            await self.bus.settle(claimed, [Publish(self.reject_queue, job)])
         else:
             await self.bus.settle(claimed, [])
         log.debug(

@@ -12,8 +12,12 @@ if TYPE_CHECKING:
     from secumail.net.dns import Resolver
     from secumail.pipeline.embedded_bus import EmbeddedBus
     from secumail.pipeline.intake import Intake
+    from secumail.pki.dkim_keyring import DkimKeyring
+    from secumail.pki.evidence import EvidenceKey
+    from secumail.pki.smime_issuer import SmimeIssuer
     from secumail.spool.body_store import BodyStore
     from secumail.store.metadata import MetadataStore
+    from secumail.store.signing import SigningStore
 
 
 @dataclass
@@ -26,6 +30,10 @@ class StageContext:
     bus: EmbeddedBus
     resolver: Resolver
     intake: Intake
+    signing: SigningStore
+    keyring: DkimKeyring
+    smime: SmimeIssuer
+    evidence_key: EvidenceKey
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -40,6 +40,20 @@ class BodyStore:
 
         return op
 
+    def replace_op(self, message_id: str, body: bytes) -> Op:
+        """A changed body (signed) under a fresh data key; the old key is overwritten."""
+        key = sealing.new_data_key()
+        sealed = sealing.seal(key, message_id, body)
+        wrapped = sealing.wrap_key(self._master, message_id, key)
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "UPDATE spool_keys SET wrapped_key = ? WHERE message_id = ?", (wrapped, message_id)
+            )
+            c.execute("UPDATE spool_bodies SET body = ? WHERE message_id = ?", (sealed, message_id))
+
+        return op
+
     async def get(self, message_id: str) -> bytes:
         def op(c: sqlite3.Connection) -> tuple[bytes, bytes] | None:
             k = c.execute(

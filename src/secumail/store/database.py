@@ -88,7 +88,7 @@ class Database:
             conn = self._connect()
             with conn:
                 for statement in schema:
-                    conn.execute(statement)
+                    _apply(conn, statement)
         except sqlite3.Error as exc:
             self._open_error = exc
             self._ready.set()
@@ -163,6 +163,17 @@ class Database:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
+
+
+def _apply(conn: sqlite3.Connection, statement: str) -> None:
+    """Run one schema statement; `ALTER TABLE … ADD COLUMN` is idempotent too."""
+    try:
+        conn.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if not (
+            statement.lstrip().upper().startswith("ALTER TABLE") and "duplicate column" in str(exc)
+        ):
+            raise
 
 
 def _translate(exc: Exception) -> BaseException:

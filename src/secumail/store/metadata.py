@@ -38,6 +38,8 @@ def _account(row: sqlite3.Row) -> Account:
         row["notify_address"],
         bool(row["store_subject"]),
         row["created_at"],
+        smime=bool(row["smime"]),
+        gateway_dkim=bool(row["gateway_dkim"]),
     )
 
 
@@ -79,12 +81,37 @@ class MetadataStore:
                 time.time(),
             )
             c.execute(
-                "INSERT INTO accounts VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO accounts (id, name, locale, notify_address, store_subject, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (account.id, name, locale, notify_address, int(store_subject), account.created_at),
             )
             return account
 
         return await self.db.run(op)
+
+    async def update_account(self, key: str, **changes: object) -> Account:
+        """Change settings of an account: locale, notify_address, store_subject, smime,
+        gateway_dkim (None values are left alone)."""
+        allowed = {"locale", "notify_address", "store_subject", "smime", "gateway_dkim"}
+        sets = {k: v for k, v in changes.items() if v is not None}
+        if not set(sets) <= allowed:
+            raise ValueError(f"unknown account settings: {sorted(set(sets) - allowed)}")
+
+        def op(c: sqlite3.Connection) -> sqlite3.Row | None:
+            row = c.execute(
+                "SELECT id FROM accounts WHERE id = ? OR name = ?", (key, key)
+            ).fetchone()
+            if row is None:
+                return None
+            for column, value in sets.items():
+                value = int(value) if isinstance(value, bool) else value
+                c.execute(f"UPDATE accounts SET {column} = ? WHERE id = ?", (value, row["id"]))  # noqa: S608 - column from the allow-list
+            return c.execute("SELECT * FROM accounts WHERE id = ?", (row["id"],)).fetchone()
+
+        row = await self.db.run(op)
+        if row is None:
+            raise NotFound(f"no account {key!r}")
+        return _account(row)
 
     async def list_accounts(self) -> list[Account]:
         rows = await self.db.run(
@@ -322,11 +349,14 @@ class MetadataStore:
         updates: Iterable[RecipientUpdate],
         attempts: Iterable[dict] = (),
         events: Iterable[tuple[str | None, str, dict]] = (),
+        also: Iterable[Op] = (),
     ) -> None:
-        """Store new recipient statuses, the attempts made and further events, at once."""
+        """Store new recipient statuses, the attempts made, further events and the
+        caller's `also` writes, in one transaction."""
         updates = list(updates)
         attempts = list(attempts)
         events = list(events)
+        also = list(also)
 
         def op(c: sqlite3.Connection) -> None:
             now = time.time()
@@ -374,6 +404,8 @@ class MetadataStore:
                         now,
                     ),
                 )
+            for fn in also:
+                fn(c)
 
         await self.db.run(op)
 

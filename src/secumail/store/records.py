@@ -15,6 +15,8 @@ class Account:
     notify_address: str | None
     store_subject: bool
     created_at: float
+    smime: bool = False  # S/MIME-sign this account's messages (RFC 8551)
+    gateway_dkim: bool = False  # may sign with the gateway's domain when its own has no key
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +122,38 @@ class RecipientUpdate:
     enhanced: str | None = None
     count_attempt: bool = True
     event: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKeyRow:
+    domain: str
+    selector: str
+    algorithm: str
+    sealed_key: bytes
+    public_record: str
+    created_at: float
+    published_at: float | None
+    retired_at: float | None
+
+    @property
+    def usable(self) -> bool:
+        return self.published_at is not None and self.retired_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class SmimeCertRow:
+    address: str
+    cert_pem: str
+    chain_pem: str
+    sealed_key: bytes
+    not_after: float
+    issued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceRow:
+    message_id: str
+    recipient: str
+    token: str
+    kid: str
+    created_at: float

@@ -75,4 +75,34 @@ SCHEMA: list[str] = [
         at REAL NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS attempts_by_message ON attempts(message_id)",
+    # Signing (DKIM keys, S/MIME certificates) and delivery evidence.
+    "ALTER TABLE accounts ADD COLUMN smime INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE accounts ADD COLUMN gateway_dkim INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE IF NOT EXISTS dkim_keys (
+        domain TEXT NOT NULL,
+        selector TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        sealed_key BLOB NOT NULL,
+        public_record TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        published_at REAL,
+        retired_at REAL,
+        PRIMARY KEY (domain, selector)
+    )""",
+    """CREATE TABLE IF NOT EXISTS smime_certs (
+        address TEXT PRIMARY KEY,
+        cert_pem TEXT NOT NULL,
+        chain_pem TEXT NOT NULL,
+        sealed_key BLOB NOT NULL,
+        not_after REAL NOT NULL,
+        issued_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS evidence (
+        message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        recipient TEXT NOT NULL,
+        token TEXT NOT NULL,
+        kid TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (message_id, recipient)
+    )""",
 ]

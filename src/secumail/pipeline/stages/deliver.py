@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from secumail.errors import (
     ConnectError,
@@ -39,6 +40,7 @@ from secumail.net.smtp_pool import ConnectionPool
 from secumail.net.tls import verifying_client_context
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.stage import StageContext
+from secumail.pki.evidence import message_sha256, sign_evidence
 from secumail.store.records import MessageRecord, RecipientUpdate
 
 log = logging.getLogger("secumail.deliver")
@@ -48,6 +50,7 @@ log = logging.getLogger("secumail.deliver")
 class DomainReport:
     updates: list[RecipientUpdate] = field(default_factory=list)
     attempts: list[dict] = field(default_factory=list)
+    evidence: list[tuple[str, str]] = field(default_factory=list)  # (recipient, JWS)
 
 
 @dataclass
@@ -95,8 +98,16 @@ class DeliverStage:
             ]
             updates = [u for rep in reports for u in rep.updates]
             updates = self._expire_if_too_old(record, updates)
+            kid = self.ctx.evidence_key.public_jwk()["kid"]
             await store.record_outcome(
-                record.id, updates, attempts=[a for rep in reports for a in rep.attempts]
+                record.id,
+                updates,
+                attempts=[a for rep in reports for a in rep.attempts],
+                also=[
+                    self.ctx.signing.put_evidence_op(record.id, rcpt, token, kid)
+                    for rep in reports
+                    for rcpt, token in rep.evidence
+                ],
             )
             record = await store.message(record.id)
         deferred = [r for r in record.recipients if not r.status.is_final]
@@ -121,8 +132,11 @@ class DeliverStage:
             raise exc
         log.error("message %s: delivery failed internally", record.id, exc_info=exc)
         return self._all(
-            DomainReport(), addresses, RecipientStatus.DEFERRED,
-            "451 4.3.0 Temporary local problem", "4.3.0",
+            DomainReport(),
+            addresses,
+            RecipientStatus.DEFERRED,
+            "451 4.3.0 Temporary local problem",
+            "4.3.0",
         )
 
     def _expire_if_too_old(
@@ -189,7 +203,9 @@ class DeliverStage:
                 if t.error is not None:
                     last_error = t.error
                 if t.outcome is MxOutcome.TRANSACTION and t.result is not None:
-                    return self._from_transaction(report, addresses, t.result, route)
+                    self._from_transaction(report, addresses, t.result, route)
+                    self._sign_evidence(record, report, body)
+                    return report
         fate = conclude(outcomes)
         if fate is DomainFate.REFUSED_INSECURE:
             return self._all(
@@ -261,6 +277,31 @@ class DeliverStage:
                 )
             )
         return report
+
+    def _sign_evidence(self, record: MessageRecord, report: DomainReport, body: bytes) -> None:
+        """A signed evidence record for each recipient the remote server accepted."""
+        attempt = report.attempts[-1]
+        digest = message_sha256(body)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for u in report.updates:
+            if u.status is not RecipientStatus.DELIVERED:
+                continue
+            evidence = {
+                "message_id": record.id,
+                "message_sha256": digest,
+                "envelope_from": record.mail_from,
+                "recipient": u.address,
+                "mx_host": attempt["mx"],
+                "mx_ip": attempt["ip"],
+                "route": attempt["route_method"],
+                "tls_version": attempt.get("tls_version"),
+                "tls_cipher": attempt.get("cipher"),
+                "peer_cert_sha256": attempt.get("cert_fingerprint"),
+                "remote_reply": u.reply,
+                "timestamp": now,
+                "gateway": self.helo,
+            }
+            report.evidence.append((u.address, sign_evidence(evidence, self.ctx.evidence_key)))
 
     async def _try_mx_host(
         self,

@@ -1,0 +1,107 @@
+"""`secumail evidence …`: export signed delivery evidence and verify it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from secumail.app import Services
+from secumail.cli.output import emit
+from secumail.errors import ConfigError, EvidenceError, NotFound
+from secumail.pki.evidence import message_sha256, verify_evidence
+
+FORMAT = "secumail-evidence/1"
+
+
+async def evidence_export(sv: Services, args: argparse.Namespace) -> int:
+    await sv.store.message(args.id)  # NotFound for an unknown message
+    rows = await sv.signing.evidence(args.id, args.recipient)
+    if not rows:
+        who = f" for {args.recipient}" if args.recipient else ""
+        raise NotFound(f"no delivery evidence for message {args.id}{who} (nothing delivered yet?)")
+    jwk = sv.evidence_key.public_jwk()
+    doc = {
+        "format": FORMAT,
+        "public_key": jwk,
+        "evidence": [
+            {"recipient": r.recipient, "token": r.token, "record": verify_evidence(r.token, jwk)}
+            for r in rows
+        ],
+    }
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    emit(args.json, doc, text)
+    return 0
+
+
+async def evidence_key(sv: Services, args: argparse.Namespace) -> int:
+    jwk = sv.evidence_key.public_jwk()
+    emit(args.json, jwk, json.dumps(jwk, indent=2))
+    return 0
+
+
+def _message_matches(path: Path, expected: str) -> bool:
+    raw = path.read_bytes()
+    if message_sha256(raw) == expected:
+        return True
+    # A file saved with LF line ends: SMTP carried CRLF.
+    return b"\r" not in raw and message_sha256(raw.replace(b"\n", b"\r\n")) == expected
+
+
+async def evidence_verify(sv: Services, args: argparse.Namespace) -> int:
+    """Exit 0 only when every token verifies against the trusted key (and the message
+    matches its hash, when given)."""
+    try:
+        doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc}") from exc
+    trusted = (
+        json.loads(Path(args.key).read_text(encoding="utf-8")) if args.key else sv.evidence_key.public_jwk()
+    )
+    entries = doc.get("evidence") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{args.file} holds no evidence entries (format {FORMAT})")
+    results = []
+    ok_all = True
+    for entry in entries:
+        result: dict = {"recipient": entry.get("recipient"), "signature_valid": False}
+        try:
+            record = verify_evidence(str(entry.get("token", "")), trusted)
+            result.update(signature_valid=True, record=record)
+            if args.message:
+                result["message_matches"] = _message_matches(
+                    Path(args.message), record["message_sha256"]
+                )
+                ok_all &= result["message_matches"]
+        except EvidenceError as exc:
+            result["error"] = str(exc)
+            ok_all = False
+        results.append(result)
+    lines = []
+    for r in results:
+        mark = "✓" if r["signature_valid"] and r.get("message_matches", True) else "✗"
+        line = f"{mark} {r['recipient']}: " + (
+            "signature valid" if r["signature_valid"] else r["error"]
+        )
+        if "message_matches" in r:
+            line += (
+                ", message "
+                + ("matches" if r["message_matches"] else "does NOT match")
+                + " the hash"
+            )
+        if r["signature_valid"]:
+            rec = r["record"]
+            line += (
+                f"\n    delivered {rec['timestamp']} to {rec['mx_host']} [{rec['mx_ip']}]"
+                f" via {rec['route']}, {rec['tls_version']}"
+            )
+        lines.append(line)
+    emit(args.json, {"valid": ok_all, "results": results}, "\n".join(lines))
+    return 0 if ok_all else 1
+
+
+COMMANDS = {
+    ("evidence", "export"): evidence_export,
+    ("evidence", "verify"): evidence_verify,
+    ("evidence", "key"): evidence_key,
+}
