@@ -276,3 +276,51 @@ def test_no_evidence_for_undelivered_recipients(
 
 def test_make_message_helper_is_unsigned() -> None:
     assert b"DKIM-Signature" not in make_message("a@b.test", ["c@d.test"], "s")
+
+
+def test_operator_root_ca_can_be_imported_and_signs_smime(
+    gateway: GatewayProcess, customer: Customer, world: World, tmp_path: Path
+) -> None:
+    mx = world.domain("clinic.test")
+    key, cert = tmp_path / "op-root.key", tmp_path / "op-root.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "30",
+            "-subj",
+            "/O=Zorggroep/CN=Zorggroep Root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    refused = gateway.cli_process("ca", "import-root", str(cert), str(key))
+    assert refused.returncode == 1 and "--replace" in refused.stderr
+    gateway.cli("ca", "import-root", str(cert), str(key), "--replace")
+    assert gateway.cli("ca", "export-root")["root_pem"] == cert.read_text()
+    gateway.cli("account", "update", "Ziekenhuis", "--smime", "on")
+    gateway.stop()
+    gateway.start()
+    gateway.send(customer, ["x@clinic.test"])
+    (tmp_path / "signed.eml").write_bytes(mx.wait_for(1)[0].data)
+    ok = subprocess.run(
+        ["openssl", "smime", "-verify", "-in", str(tmp_path / "signed.eml"), "-CAfile", str(cert)],
+        capture_output=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0, ok.stderr

@@ -6,14 +6,16 @@ import argparse
 import asyncio
 import logging
 import secrets
+import time
 from pathlib import Path
 
 from secumail.app import Gateway, Services, initialise
 from secumail.cli import domains, evidence
 from secumail.cli.output import emit, when
 from secumail.config import Settings
-from secumail.errors import ConfigError, SecumailError
+from secumail.errors import ConfigError, ConflictError, SecumailError
 from secumail.mail.address import AddressError, parse_address
+from secumail.pki.ca import CertificateAuthority
 from secumail.pki.passwords import hash_secret, new_secret
 
 log = logging.getLogger("secumail")
@@ -137,6 +139,23 @@ async def ca_export_root(sv: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def ca_import_root(sv: Services, args: argparse.Namespace) -> int:
+    """Use the operator's own root CA; the issuing CA is made under it anew."""
+    ca_dir = sv.settings.ca_dir
+    cert_pem, key_pem = Path(args.cert).read_bytes(), Path(args.key).read_bytes()
+    if (ca_dir / "root.pem").exists():
+        if not args.replace:
+            raise ConflictError(f"{ca_dir} holds a CA already; --replace moves it aside")
+        aside = ca_dir.with_name(f"ca-replaced-{int(time.time())}")
+        ca_dir.rename(aside)
+        await sv.signing.forget_smime_certs()  # issued under the old CA: issue anew
+    ca = CertificateAuthority.import_root(ca_dir, cert_pem, key_pem)
+    subject = ca.root.subject.rfc4514_string()
+    emit(args.json, {"root_subject": subject, "directory": str(ca_dir)},
+         f"root CA {subject} imported; a new issuing CA was made under it")
+    return 0
+
+
 async def account_list(sv: Services, args: argparse.Namespace) -> int:
     accounts = await sv.store.list_accounts()
     lines = [
@@ -242,6 +261,7 @@ COMMANDS = {
     ("account", "list"): account_list,
     ("account", "update"): account_update,
     ("ca", "export-root"): ca_export_root,
+    ("ca", "import-root"): ca_import_root,
     **domains.COMMANDS,
     **evidence.COMMANDS,
     ("credential", "create"): credential_create,

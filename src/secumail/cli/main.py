@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     cmd("export-root", "print the root certificate (PEM) for customers to trust", ca)
+    c = cmd("import-root", "use your own root CA (PEM certificate and key)", ca)
+    c.add_argument("cert")
+    c.add_argument("key")
+    c.add_argument("--replace", action="store_true", help="move the current CA aside")
 
     ev = sub.add_parser("evidence", help="signed delivery evidence").add_subparsers(
         dest="action", required=True

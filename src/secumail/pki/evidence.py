@@ -17,7 +17,7 @@ no embedded `jwk`/`jku`/`x5u`: the key comes from the verifier, never from the t
 
 Records are built by the caller; the fields of a delivery record are: message_id,
 message_sha256 (`message_sha256()` of the exact bytes sent in DATA), envelope_from,
-recipient, mx_host, mx_ip, route (dane / mta-sts / pkix), tls_version, tls_cipher,
+recipient, mx_host, mx_ip, route (dane / mta-sts / verified), tls_version, tls_cipher,
 peer_cert_sha256, remote_reply, timestamp (RFC 3339, UTC), gateway.
 """
 

@@ -103,6 +103,9 @@ class SigningStore:
             )
         )
 
+    async def forget_smime_certs(self) -> None:
+        await self.db.run(lambda c: c.execute("DELETE FROM smime_certs"))
+
     # -- evidence --------------------------------------------------------------------
     @staticmethod
     def put_evidence_op(message_id: str, recipient: str, token: str, kid: str) -> Op:
