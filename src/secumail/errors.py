@@ -105,8 +105,10 @@ class ConnectError(DeliveryError):
 class InsecureRoute(DeliveryError):
     """The MX offers no secure route: no STARTTLS, an invalid certificate, TLS too old."""
 
-    def __init__(self, reason: str, *, command: str = "starttls", rfc8460: str = "") -> None:
-        super().__init__(reason, permanent=True, enhanced="5.7.10", command=command)
+    def __init__(
+        self, reason: str, *, command: str = "starttls", rfc8460: str = "", enhanced: str = "5.7.10"
+    ) -> None:
+        super().__init__(reason, permanent=True, enhanced=enhanced, command=command)
         self.rfc8460 = rfc8460
 
 

@@ -122,13 +122,15 @@ async def account_update(sv: Services, args: argparse.Namespace) -> int:
         store_subject=_on_off(args.store_subject),
         smime=_on_off(args.smime),
         gateway_dkim=_on_off(args.gateway_dkim),
+        allow_relaxed_tls=_on_off(args.relaxed_tls),
     )
     emit(
         args.json,
         account,
         f"account {account.name}: locale {account.locale}, notify {account.notify_address or '-'}, "
         f"S/MIME {'on' if account.smime else 'off'}, gateway DKIM {'on' if account.gateway_dkim else 'off'}, "
-        f"subjects {'stored' if account.store_subject else 'not stored'}",
+        f"subjects {'stored' if account.store_subject else 'not stored'}, "
+        f"relaxed TLS {'ALLOWED' if account.allow_relaxed_tls else 'never'}",
     )
     return 0
 
@@ -151,8 +153,11 @@ async def ca_import_root(sv: Services, args: argparse.Namespace) -> int:
         await sv.signing.forget_smime_certs()  # issued under the old CA: issue anew
     ca = CertificateAuthority.import_root(ca_dir, cert_pem, key_pem)
     subject = ca.root.subject.rfc4514_string()
-    emit(args.json, {"root_subject": subject, "directory": str(ca_dir)},
-         f"root CA {subject} imported; a new issuing CA was made under it")
+    emit(
+        args.json,
+        {"root_subject": subject, "directory": str(ca_dir)},
+        f"root CA {subject} imported; a new issuing CA was made under it",
+    )
     return 0
 
 

@@ -56,7 +56,9 @@ async def evidence_verify(sv: Services, args: argparse.Namespace) -> int:
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read {args.file}: {exc}") from exc
     trusted = (
-        json.loads(Path(args.key).read_text(encoding="utf-8")) if args.key else sv.evidence_key.public_jwk()
+        json.loads(Path(args.key).read_text(encoding="utf-8"))
+        if args.key
+        else sv.evidence_key.public_jwk()
     )
     entries = doc.get("evidence") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:

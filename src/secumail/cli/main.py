@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         help="sign with the gateway's domain when the From domain has no published DKIM key",
     )
     c.add_argument("--store-subject", choices=["on", "off"], default=None)
+    c.add_argument(
+        "--relaxed-tls", choices=["on", "off"], default=None,
+        help="honour 'TLS-Required: No' (RFC 8689): deliver below verified TLS when a message asks (logged)",
+    )
 
     domain = sub.add_parser("domain", help="sender domains").add_subparsers(
         dest="action", required=True

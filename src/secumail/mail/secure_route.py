@@ -21,6 +21,13 @@ class RouteMethod(enum.StrEnum):
     DANE = "dane"
     MTA_STS = "mta-sts"
     VERIFIED = "verified"
+    # Below verified TLS: only for accounts that explicitly allow it (and the message asks,
+    # e.g. "TLS-Required: No", RFC 8689 §4.2.1). TLS when offered, unverified; else plaintext.
+    RELAXED = "relaxed"
+
+    @property
+    def authenticated(self) -> bool:
+        return self is not RouteMethod.RELAXED
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +43,10 @@ class MxRoute:
         return self.method.value
 
 
-def plan_routes(mx_hosts: list[tuple[int, str]]) -> list[MxRoute]:
+def plan_routes(mx_hosts: list[tuple[int, str]], *, relaxed: bool = False) -> list[MxRoute]:
     """The route to attempt per MX, in preference order (baseline: verified TLS)."""
-    return [MxRoute(host, pref, RouteMethod.VERIFIED) for pref, host in mx_hosts]
+    method = RouteMethod.RELAXED if relaxed else RouteMethod.VERIFIED
+    return [MxRoute(host, pref, method) for pref, host in mx_hosts]
 
 
 class MxOutcome(enum.Enum):

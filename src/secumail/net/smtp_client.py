@@ -88,7 +88,10 @@ class SmtpConnection:
         tls_context: ssl.SSLContext,
         connect_timeout: float,
         command_timeout: float,
+        tls_required: bool = True,
     ) -> SmtpConnection:
+        """Connect and secure the session. `tls_required=False` (a relaxed route that an
+        account explicitly allowed) carries on in plaintext when STARTTLS is not offered."""
         try:
             async with asyncio.timeout(connect_timeout):
                 reader, writer = await asyncio.open_connection(ip, port)
@@ -98,17 +101,19 @@ class SmtpConnection:
             raise ConnectError(f"{mx} [{ip}]: {exc.strerror or exc}") from exc
         conn = cls(reader, writer, mx=mx, ip=ip, command_timeout=command_timeout)
         try:
-            await conn._handshake(helo, tls_context)
+            await conn._handshake(helo, tls_context, tls_required)
         except BaseException:
             conn.abort()
             raise
         return conn
 
-    async def _handshake(self, helo: str, tls_context: ssl.SSLContext) -> None:
+    async def _handshake(self, helo: str, tls_context: ssl.SSLContext, tls_required: bool) -> None:
         greeting = await self.read_reply("connect")
         if greeting.code != 220:
             raise self._refusal("connect", greeting, temporary_always=True)
         await self._ehlo(helo)
+        if "STARTTLS" not in self.extensions and not tls_required:
+            return
         if "STARTTLS" not in self.extensions:
             raise InsecureRoute(
                 f"{self.mx} [{self.ip}]: does not offer STARTTLS",
@@ -227,9 +232,10 @@ class SmtpConnection:
         *,
         smtputf8: bool = False,
         eightbit: bool = False,
+        requiretls: bool = False,
     ) -> TransactionResult:
         """One transaction; per-recipient outcome. Raises only when the connection fails."""
-        params = ""
+        params = " REQUIRETLS" if requiretls else ""  # RFC 8689 §4: passed on
         if "SIZE" in self.extensions:
             params += f" SIZE={len(data)}"
         if smtputf8:

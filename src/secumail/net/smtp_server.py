@@ -64,6 +64,11 @@ class Envelope:
     def smtputf8(self) -> bool:
         return "SMTPUTF8" in self.mail_params
 
+    @property
+    def requiretls(self) -> bool:
+        """RFC 8689 §4: deliver only over verified TLS to MX hosts that support REQUIRETLS."""
+        return "REQUIRETLS" in self.mail_params
+
 
 class SubmissionPolicy(Protocol):
     async def authenticate(
@@ -191,7 +196,8 @@ class SubmissionSession:
             "ENHANCEDSTATUSCODES",
             "SMTPUTF8",
         ]
-        lines.append("AUTH PLAIN LOGIN" if self.tls else "STARTTLS")
+        # RFC 8689 §3: REQUIRETLS is offered only inside TLS.
+        lines += ["AUTH PLAIN LOGIN", "REQUIRETLS"] if self.tls else ["STARTTLS"]
         self.send(Reply(250, "", "\n".join(lines)))
 
     async def smtp_HELO(self, arg: str) -> None:
@@ -363,6 +369,9 @@ class SubmissionSession:
                     return Reply(501, "5.5.4", "SMTPUTF8 takes no value")
             elif key == "AUTH":
                 continue  # RFC 4954 §5: accepted, not trusted
+            elif key == "REQUIRETLS":
+                if value is not None:
+                    return Reply(501, "5.5.4", "REQUIRETLS takes no value")
             else:
                 return Reply(555, "5.5.4", f"Unsupported MAIL parameter {key}")
         return None

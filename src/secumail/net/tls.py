@@ -90,3 +90,13 @@ def ensure_gateway_certificate(cert_file: Path, key_file: Path, hostname: str) -
         )
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return True
+
+
+def relaxed_client_context() -> ssl.SSLContext:
+    """Encryption without authentication, for relaxed routes only (an account's explicit,
+    logged choice): TLS 1.2+, the certificate is not checked."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx

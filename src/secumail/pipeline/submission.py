@@ -127,6 +127,14 @@ class SubmissionPolicyImpl:
             message_id_header=section.first("Message-ID"),
             subject=section.first("Subject") if account.store_subject else None,
             smtputf8=envelope.smtputf8,
+            requiretls=envelope.requiretls,
+            # RFC 8689 §4.1: with REQUIRETLS the TLS-Required field is ignored; without it,
+            # "No" is honoured only for accounts allowed to relax TLS.
+            tls_required_no=(
+                not envelope.requiretls
+                and account.allow_relaxed_tls
+                and (section.first("TLS-Required") or "").strip().lower() == "no"
+            ),
         )
         try:
             await self.intake.accept(record, trace + message)

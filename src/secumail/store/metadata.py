@@ -40,6 +40,7 @@ def _account(row: sqlite3.Row) -> Account:
         row["created_at"],
         smime=bool(row["smime"]),
         gateway_dkim=bool(row["gateway_dkim"]),
+        allow_relaxed_tls=bool(row["allow_relaxed_tls"]),
     )
 
 
@@ -92,7 +93,14 @@ class MetadataStore:
     async def update_account(self, key: str, **changes: object) -> Account:
         """Change settings of an account: locale, notify_address, store_subject, smime,
         gateway_dkim (None values are left alone)."""
-        allowed = {"locale", "notify_address", "store_subject", "smime", "gateway_dkim"}
+        allowed = {
+            "locale",
+            "notify_address",
+            "store_subject",
+            "smime",
+            "gateway_dkim",
+            "allow_relaxed_tls",
+        }
         sets = {k: v for k, v in changes.items() if v is not None}
         if not set(sets) <= allowed:
             raise ValueError(f"unknown account settings: {sorted(set(sets) - allowed)}")
@@ -240,8 +248,8 @@ class MetadataStore:
             now = time.time()
             c.execute(
                 "INSERT INTO messages (id, account_id, mail_from, header_from, size,"
-                " message_id_header, subject, smtputf8, dsn_of, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " message_id_header, subject, smtputf8, dsn_of, created_at, requiretls,"
+                " tls_required_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     msg.id,
                     msg.account_id,
@@ -253,6 +261,8 @@ class MetadataStore:
                     int(msg.smtputf8),
                     msg.dsn_of,
                     now,
+                    int(msg.requiretls),
+                    int(msg.tls_required_no),
                 ),
             )
             c.executemany(
@@ -290,6 +300,8 @@ class MetadataStore:
                 row["created_at"],
                 row["finished_at"],
                 row["warned_at"],
+                requiretls=bool(row["requiretls"]),
+                tls_required_no=bool(row["tls_required_no"]),
             )
             record.recipients = [
                 RecipientState(

@@ -17,6 +17,9 @@ class Account:
     created_at: float
     smime: bool = False  # S/MIME-sign this account's messages (RFC 8551)
     gateway_dkim: bool = False  # may sign with the gateway's domain when its own has no key
+    # Honour "TLS-Required: No" (RFC 8689 §4.2.1) and relaxed TLS strategies: off by default;
+    # every delivery below verified TLS is logged and marked in the metadata.
+    allow_relaxed_tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class NewMessage:
     subject: str | None = None
     smtputf8: bool = False
     dsn_of: str | None = None
+    requiretls: bool = False  # RFC 8689 REQUIRETLS was given at submission
+    tls_required_no: bool = False  # "TLS-Required: No" honoured (account allows relaxing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,8 @@ class MessageRecord:
     created_at: float
     finished_at: float | None
     warned_at: float | None
+    requiretls: bool = False
+    tls_required_no: bool = False
     recipients: list[RecipientState] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)

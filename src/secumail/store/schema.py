@@ -78,6 +78,9 @@ SCHEMA: list[str] = [
     # Signing (DKIM keys, S/MIME certificates) and delivery evidence.
     "ALTER TABLE accounts ADD COLUMN smime INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE accounts ADD COLUMN gateway_dkim INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE accounts ADD COLUMN allow_relaxed_tls INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE messages ADD COLUMN requiretls INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE messages ADD COLUMN tls_required_no INTEGER NOT NULL DEFAULT 0",
     """CREATE TABLE IF NOT EXISTS dkim_keys (
         domain TEXT NOT NULL,
         selector TEXT NOT NULL,

@@ -37,7 +37,7 @@ from secumail.mail.secure_route import DomainFate, MxOutcome, MxRoute, conclude,
 from secumail.mail.status import RecipientStatus
 from secumail.net.smtp_client import SmtpConnection, TransactionResult
 from secumail.net.smtp_pool import ConnectionPool
-from secumail.net.tls import verifying_client_context
+from secumail.net.tls import relaxed_client_context, verifying_client_context
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.stage import StageContext
 from secumail.pki.evidence import message_sha256, sign_evidence
@@ -69,6 +69,7 @@ class DeliverStage:
         self.settings = ctx.settings.delivery
         self.helo = ctx.settings.server.hostname
         self.tls_context = verifying_client_context(ctx.settings.tls.trust_file)
+        self.relaxed_context = relaxed_client_context()
         self.pool = ConnectionPool(
             idle=self.settings.connection_idle,
             max_messages=self.settings.connection_max_messages,
@@ -194,7 +195,8 @@ class DeliverStage:
         outcomes: list[MxOutcome] = []
         reasons: list[str] = []
         last_error: DeliveryError | None = None
-        for route in plan_routes([(h.preference, h.host) for h in answer.hosts]):
+        relaxed = record.tls_required_no and not record.requiretls
+        for route in plan_routes([(h.preference, h.host) for h in answer.hosts], relaxed=relaxed):
             tried = await self._try_mx_host(record, domain, route, addresses, body, report)
             for t in tried:
                 outcomes.append(t.outcome)
@@ -208,12 +210,16 @@ class DeliverStage:
                     return report
         fate = conclude(outcomes)
         if fate is DomainFate.REFUSED_INSECURE:
+            # RFC 8689 §5: 5.7.30 when REQUIRETLS support was what was missing.
+            enhanced = (
+                "5.7.30" if last_error is not None and last_error.enhanced == "5.7.30" else "5.7.10"
+            )
             return self._all(
                 report,
                 addresses,
                 RecipientStatus.REFUSED_INSECURE,
-                f"550 5.7.10 No secure route to {domain}: " + "; ".join(reasons),
-                "5.7.10",
+                f"550 {enhanced} No secure route to {domain}: " + "; ".join(reasons),
+                enhanced,
                 reasons=reasons,
             )
         if fate is DomainFate.BOUNCED and last_error is not None:
@@ -354,9 +360,12 @@ class DeliverStage:
                 ip,
                 port,
                 helo=self.helo,
-                tls_context=self.tls_context,
+                tls_context=self.tls_context
+                if route.method.authenticated
+                else self.relaxed_context,
                 connect_timeout=self.settings.connect_timeout,
                 command_timeout=self.settings.command_timeout,
+                tls_required=route.method.authenticated,
             )
 
         for _ in range(2):
@@ -380,6 +389,23 @@ class DeliverStage:
                     cert_subject=conn.tls.cert_subject,
                     cert_fingerprint=conn.tls.cert_fingerprint,
                 )
+            if not route.method.authenticated:
+                log.warning(
+                    "message %s: RELAXED delivery to %s [%s] (%s), allowed by the account",
+                    record.id,
+                    route.host,
+                    ip,
+                    conn.tls.version if conn.tls else "plaintext",
+                )
+            if record.requiretls and "REQUIRETLS" not in conn.extensions:
+                # RFC 8689 §5: never hand a REQUIRETLS message to a server that would not
+                # keep the promise on its next hop.
+                await self.pool.release(key, conn)
+                reason = f"{route.host} [{ip}]: does not support REQUIRETLS"
+                attempt.update(outcome="insecure", reply=reason)
+                return _MxTry(
+                    MxOutcome.INSECURE, reason, error=InsecureRoute(reason, enhanced="5.7.30")
+                )
             try:
                 result = await conn.send(
                     record.mail_from,
@@ -387,6 +413,7 @@ class DeliverStage:
                     body,
                     smtputf8=record.smtputf8,
                     eightbit=not body.isascii(),
+                    requiretls=record.requiretls,
                 )
             except ConnectError as exc:
                 await self.pool.discard(key, conn)
