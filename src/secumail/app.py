@@ -95,7 +95,9 @@ class Services:
         self.keyring = DkimKeyring(self.signing, master)
         self._master = master
         self.bus = EmbeddedBus(self.db, bound=settings.bus.queue_bound, lease=settings.bus.lease)
-        self.resolver = Resolver(settings.dns.nameservers, settings.dns.timeout)
+        self.resolver = Resolver(
+            settings.dns.nameservers, settings.dns.timeout, trust_ad=settings.dns.trust_ad
+        )
         stages = settings.pipeline.stages
         if not stages:
             raise ConfigError("pipeline.stages is empty")

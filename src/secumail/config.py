@@ -65,6 +65,9 @@ class TlsSettings(_Section):
 class DnsSettings(_Section):
     nameservers: list[str] = []
     timeout: float = 5.0
+    # Trust the AD bit (DNSSEC validated) in answers. Default: only when every nameserver
+    # is on loopback (a local validating resolver such as unbound).
+    trust_ad: bool | None = None
 
 
 class DeliverySettings(_Section):

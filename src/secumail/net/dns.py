@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
@@ -43,10 +44,36 @@ class MxAnswer:
     hosts: list[MxHost]
     null_mx: bool = False  # RFC 7505: the domain accepts no mail
     implicit: bool = False  # no MX records: the domain itself is the MX
+    secure: bool = False  # DNSSEC-validated (AD bit from a trusted validating resolver)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaAnswer:
+    """TLSA records at `_port._tcp.host` as (usage, selector, mtype, data), and whether the
+    answer (or its denial) was DNSSEC-validated."""
+
+    records: list[tuple[int, int, int, bytes]]
+    secure: bool
+
+
+def all_loopback(nameservers: list[str]) -> bool:
+    hosts = [parse_nameserver(n)[0] for n in nameservers]
+    return bool(hosts) and all(h.startswith("127.") or h == "::1" for h in hosts)
 
 
 class Resolver:
-    def __init__(self, nameservers: list[str], timeout: float = 5.0) -> None:
+    """Lookups with their DNSSEC status.
+
+    The AD bit is trusted only when `trust_ad` is set: by default when every configured
+    nameserver is on loopback, i.e. a local validating resolver such as unbound (RFC 7672
+    §1.3 relies on the same assumption). The AD bit from a remote resolver could be set by
+    anyone on the path.
+    """
+
+    def __init__(
+        self, nameservers: list[str], timeout: float = 5.0, *, trust_ad: bool | None = None
+    ) -> None:
+        self.trust_ad = all_loopback(nameservers) if trust_ad is None else trust_ad
         if nameservers:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
             self._resolver.nameservers = [
@@ -61,52 +88,77 @@ class Resolver:
         self._resolver.cache = dns.resolver.LRUCache(max_size=10_000)
         self._resolver.lifetime = timeout
         self._resolver.timeout = timeout
-        self._resolver.use_edns(0, 0, 1232)
+        # DO bit (RFC 3225): ask for DNSSEC so the resolver reports validation in AD.
+        self._resolver.use_edns(0, dns.flags.DO, 1232)
+
+    def _secure(self, response: dns.message.Message | None) -> bool:
+        return self.trust_ad and response is not None and bool(response.flags & dns.flags.AD)
 
     async def _query(self, name: str, rdtype: str) -> list:
+        return (await self._query_secure(name, rdtype))[0]
+
+    async def _query_secure(self, name: str, rdtype: str) -> tuple[list, bool]:
         try:
             answer = await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN as exc:
             raise DnsPermanentError(f"{name}: no such domain (NXDOMAIN)") from exc
-        except dns.resolver.NoAnswer:
-            return []
+        except dns.resolver.NoAnswer as exc:
+            return [], self._secure(exc.kwargs.get("response"))
         except dns.resolver.NoNameservers as exc:
             raise DnsTemporaryError(f"{name} {rdtype}: DNS server failure") from exc
         except dns.exception.Timeout as exc:
             raise DnsTemporaryError(f"{name} {rdtype}: DNS timeout") from exc
         except dns.exception.DNSException as exc:
             raise DnsTemporaryError(f"{name} {rdtype}: {exc}") from exc
-        return list(answer)
+        return list(answer), self._secure(answer.response)
 
     async def mx(self, domain: str) -> MxAnswer:
         """MX hosts of `domain` sorted by preference, equal preferences shuffled."""
-        records = await self._query(domain, "MX")
+        records, secure = await self._query_secure(domain, "MX")
         if not records:
             # RFC 5321 §5.1: no MX → the domain itself, if it has an address.
-            return MxAnswer([MxHost(0, domain)], implicit=True)
+            return MxAnswer([MxHost(0, domain)], implicit=True, secure=secure)
         hosts = [
             MxHost(r.preference, r.exchange.to_text(omit_final_dot=True).lower()) for r in records
         ]
         # RFC 7505 §3: a single MX "." means the domain accepts no mail.
         if len(hosts) == 1 and hosts[0].host in ("", "."):
-            return MxAnswer([], null_mx=True)
+            return MxAnswer([], null_mx=True, secure=secure)
         hosts = [h for h in hosts if h.host not in ("", ".")]
         random.shuffle(hosts)
         hosts.sort(key=lambda h: h.preference)
-        return MxAnswer(hosts)
+        return MxAnswer(hosts, secure=secure)
 
     async def addresses(self, host: str) -> list[str]:
         """IPv4 then IPv6 addresses of `host`; empty when it has none."""
+        return (await self.addresses_secure(host))[0]
+
+    async def addresses_secure(self, host: str) -> tuple[list[str], bool]:
+        """Addresses of `host`, and whether every answer was DNSSEC-validated."""
         out: list[str] = []
+        secure = True
         temporary: DnsTemporaryError | None = None
         for rdtype in ("A", "AAAA"):
             try:
-                out.extend(r.address for r in await self._query(host, rdtype))
+                records, ok = await self._query_secure(host, rdtype)
             except DnsTemporaryError as exc:
                 temporary = exc
+                continue
+            out.extend(r.address for r in records)
+            secure = secure and ok
         if not out and temporary is not None:
             raise temporary
-        return out
+        return out, secure and temporary is None
+
+    async def tlsa(self, host: str, port: int = 25) -> TlsaAnswer:
+        """TLSA records for `_port._tcp.host` (RFC 7672 §2.2). SERVFAIL (bogus or broken
+        DNSSEC) raises DnsTemporaryError: never read as "no TLSA"."""
+        name = f"_{port}._tcp.{host}"
+        try:
+            records, secure = await self._query_secure(name, "TLSA")
+        except DnsPermanentError:
+            return TlsaAnswer([], False)
+        return TlsaAnswer([(r.usage, r.selector, r.mtype, bytes(r.cert)) for r in records], secure)
 
     async def txt(self, name: str) -> list[str]:
         """TXT strings at `name` (each record's strings joined); NXDOMAIN → empty."""
