@@ -10,8 +10,10 @@ import pytest
 
 from tests.harness import free_port
 from tests.harness.dns import AuthoritativeDns
+from tests.harness.dnssec import SignedZoneDns
 from tests.harness.mx import HarnessMx
 from tests.harness.pki import TestCA
+from tests.harness.unbound import ValidatingResolver
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +48,24 @@ def mx_factory(mx_port: int) -> Iterator[Callable[..., HarnessMx]]:
     yield make
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def signed_dns() -> Iterator[SignedZoneDns]:
+    """A fresh authoritative server whose ``dnssec.test.`` zone is signed (see its doc).
+
+    Names outside the signed zones (``example.test``) are answered unsigned, as by ``dns``.
+    """
+    with SignedZoneDns() as server:
+        yield server
+
+
+@pytest.fixture
+def validating_resolver(signed_dns: SignedZoneDns) -> Iterator[ValidatingResolver]:
+    """Unbound on 127.0.0.1 validating ``signed_dns`` (``validating_resolver.address``).
+
+    It trusts the signed zone's DS, stubs ``test.`` and every signed-DNS zone to it, and
+    flushes its caches whenever ``signed_dns`` adds a zone or breaks or heals signatures.
+    """
+    with ValidatingResolver.in_front_of(signed_dns) as resolver:
+        yield resolver

@@ -206,6 +206,8 @@ class AuthoritativeDns:
             return None
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        if query.ednsflags & dns.flags.DO:
+            response.want_dnssec(True)  # RFC 3225 §3: the DO bit is copied into the response
         if query.opcode() != dns.opcode.QUERY or len(query.question) != 1:
             response.set_rcode(dns.rcode.NOTIMP if query.question else dns.rcode.FORMERR)
             return response.to_wire()
@@ -217,7 +219,7 @@ class AuthoritativeDns:
             await asyncio.sleep(wait)
         self._fill(response, question.name, question.rdtype)
         if not udp:
-            return response.to_wire()
+            return response.to_wire(max_size=65535)  # not capped at the EDNS UDP payload size
         limit = max(512, query.payload if query.edns >= 0 else 512)
         try:
             return response.to_wire(max_size=limit)
