@@ -8,6 +8,8 @@
     ├── SpoolError                   an encrypted body cannot be written, read or is gone
     ├── EvidenceError                a delivery-evidence token is malformed or does not verify
     ├── AdmissionRefused             a queue is over its bound: answer 451 4.3.2 / 503
+    ├── StsError                     MTA-STS discovery failed (mail.mta_sts; RFC 8460 result type)
+    │   └── StsFetchError            fetching the policy over HTTPS failed (net.mta_sts_fetch)
     ├── DnsError                     a lookup failed
     │   ├── DnsTemporaryError        SERVFAIL, timeout: try again later
     │   └── DnsPermanentError        NXDOMAIN and friends: the name does not exist

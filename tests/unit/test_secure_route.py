@@ -63,4 +63,7 @@ def test_plan_routes_keeps_preference_order_with_verified_tls() -> None:
         MxRoute("mx1.example.test", 10, RouteMethod.VERIFIED),
         MxRoute("mx2.example.test", 20, RouteMethod.VERIFIED),
     ]
-    assert routes[0].policy_key == "verified"
+    # Connections are pooled per route: a verified connection never serves a DANE route.
+    dane = MxRoute("mx1.example.test", 10, RouteMethod.DANE)
+    assert routes[0].policy_key.startswith("verified")
+    assert routes[0].policy_key != dane.policy_key

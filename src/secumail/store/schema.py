@@ -108,4 +108,50 @@ SCHEMA: list[str] = [
         created_at REAL NOT NULL,
         PRIMARY KEY (message_id, recipient)
     )""",
+    # Secure-route state: MTA-STS policy cache, downgrade memory, operator TLS strategies,
+    # TLS reporting counters.
+    """CREATE TABLE IF NOT EXISTS mta_sts_policies (
+        domain TEXT PRIMARY KEY,
+        policy_id TEXT,
+        mode TEXT NOT NULL,
+        mx TEXT NOT NULL,
+        max_age INTEGER NOT NULL,
+        fetched_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS route_memory (
+        domain TEXT PRIMARY KEY,
+        method TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS tls_policies (
+        scope TEXT NOT NULL,
+        name TEXT NOT NULL,
+        dane TEXT NOT NULL,
+        mta_sts TEXT NOT NULL,
+        starttls TEXT NOT NULL,
+        min_tls TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (scope, name)
+    )""",
+    """CREATE TABLE IF NOT EXISTS tlsrpt_results (
+        day TEXT NOT NULL,
+        policy_domain TEXT NOT NULL,
+        policy_type TEXT NOT NULL,
+        policy_string TEXT NOT NULL,
+        mx_host TEXT NOT NULL,
+        receiving_ip TEXT NOT NULL,
+        result_type TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (day, policy_domain, policy_type, policy_string, mx_host, receiving_ip, result_type)
+    )""",
+    """CREATE TABLE IF NOT EXISTS tlsrpt_sent (
+        day TEXT NOT NULL,
+        policy_domain TEXT NOT NULL,
+        sent_at REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        PRIMARY KEY (day, policy_domain)
+    )""",
 ]
