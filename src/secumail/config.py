@@ -81,6 +81,14 @@ class DeliverySettings(_Section):
     connection_idle: float = 30.0  # keep a reusable connection this long
     connection_max_messages: int = 500
     connections_per_destination: int = 20  # open connections to one MX address at most
+    # Remember the strongest route (DANE > MTA-STS) seen per domain this long; a weaker
+    # offer meanwhile is a temporary failure, not a silent downgrade.
+    downgrade_memory_days: float = 30.0
+
+
+class MtaStsSettings(_Section):
+    port: int = 443  # where policies are fetched (tests use another)
+    timeout: float = 60.0
 
 
 class StorageSettings(_Section):
@@ -124,6 +132,7 @@ class Settings(BaseModel):
     pipeline: PipelineSettings = PipelineSettings()
     notify: NotifySettings = NotifySettings()
     signing: SigningSettings = SigningSettings()
+    mta_sts: MtaStsSettings = MtaStsSettings()
 
     # Derived locations, all under data_dir unless set.
     @property

@@ -9,25 +9,52 @@ from typing import Any
 import pytest
 
 from tests.e2e.world import Customer, GatewayProcess, World
+from tests.harness import free_port
 from tests.harness.dns import AuthoritativeDns
+from tests.harness.https import HttpsServer
 from tests.harness.mx import HarnessMx
 from tests.harness.pki import TestCA
 
 
 @pytest.fixture
-def world(dns: AuthoritativeDns, test_ca: TestCA, mx_factory: Callable[..., HarnessMx]) -> World:
-    return World(dns, test_ca, mx_factory)
+def sts_port() -> int:
+    """The port of the MTA-STS policy server (setting mta_sts.port)."""
+    return free_port()
+
+
+@pytest.fixture
+def sts_server(sts_port: int, test_ca: TestCA) -> Iterator[Callable[[], HttpsServer]]:
+    """A getter starting, on first use, the HTTPS server that hosts MTA-STS policies."""
+    started: list[HttpsServer] = []
+
+    def get() -> HttpsServer:
+        if not started:
+            started.append(HttpsServer(World.STS_IP, sts_port, test_ca.issue("mta-sts.default.test")).start())
+        return started[0]
+
+    yield get
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def world(
+    dns: AuthoritativeDns, test_ca: TestCA, mx_factory: Callable[..., HarnessMx],
+    sts_server: Callable[[], HttpsServer],
+) -> World:
+    return World(dns, test_ca, mx_factory, sts_server)
 
 
 @pytest.fixture
 def make_gateway(
-    tmp_path: Path, dns: AuthoritativeDns, test_ca: TestCA, mx_port: int,
+    tmp_path: Path, dns: AuthoritativeDns, test_ca: TestCA, mx_port: int, sts_port: int,
     request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., GatewayProcess]]:
     """`make_gateway(**settings)` → an initialised, not yet started GatewayProcess."""
     made: list[GatewayProcess] = []
 
     def make(**settings: Any) -> GatewayProcess:
+        settings = {"mta_sts__port": sts_port, "mta_sts__timeout": 5.0, **settings}
         gw = GatewayProcess(tmp_path / f"gw{len(made)}", dns, test_ca, mx_port, **settings)
         gw.workdir.mkdir(parents=True, exist_ok=True)
         gw.cli("init")

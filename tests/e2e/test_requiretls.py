@@ -22,8 +22,11 @@ def _submit_requiretls(gateway: GatewayProcess, customer: Customer, rcpt: str) -
 def test_requiretls_message_goes_only_to_an_mx_that_supports_it(
     gateway: GatewayProcess, customer: Customer, world: World
 ) -> None:
+    # RFC 8689 §5: the MX must be authenticated (DNSSEC or MTA-STS); both have MTA-STS.
     plain = world.domain("old.test")
     modern = world.domain("new.test", extensions=("REQUIRETLS",))
+    world.mta_sts("old.test")
+    world.mta_sts("new.test")
     refused = _submit_requiretls(gateway, customer, "x@old.test")
     delivered = _submit_requiretls(gateway, customer, "y@new.test")
     got = modern.wait_for(1)[0]
@@ -33,6 +36,17 @@ def test_requiretls_message_goes_only_to_an_mx_that_supports_it(
     assert shown["recipients"][0]["enhanced"] == "5.7.30"
     assert "does not support REQUIRETLS" in shown["recipients"][0]["reply"]
     assert plain.received == []
+
+
+def test_requiretls_refuses_an_mx_that_is_not_authenticated(
+    gateway: GatewayProcess, customer: Customer, world: World
+) -> None:
+    # No DNSSEC, no MTA-STS: the MX name itself could have been forged (RFC 8689 §5).
+    mx = world.domain("unsigned.test", extensions=("REQUIRETLS",))
+    qid = _submit_requiretls(gateway, customer, "x@unsigned.test")
+    shown = gateway.wait_status(qid, {"refused_insecure"})
+    assert "REQUIRETLS needs an MX from DNSSEC-signed DNS or an MTA-STS policy" in shown["recipients"][0]["reply"]
+    assert mx.received == []
 
 
 def test_tls_required_no_is_ignored_unless_the_account_allows_relaxing(

@@ -235,13 +235,36 @@ def _toml(sections: dict[str, dict[str, Any]]) -> str:
 
 
 class World:
-    """Recipient domains with MX servers, by kind, on 127.0.0.x."""
+    """Recipient domains with MX servers, by kind, on 127.0.0.x; MTA-STS policies."""
 
-    def __init__(self, dns: AuthoritativeDns, ca: TestCA, mx_factory: Any) -> None:
+    STS_IP = "127.0.0.250"
+
+    def __init__(
+        self, dns: AuthoritativeDns, ca: TestCA, mx_factory: Any, sts_server: Any = None
+    ) -> None:
         self.dns = dns
         self.ca = ca
         self.mx_factory = mx_factory
+        self._sts_server = sts_server  # a callable giving the started HttpsServer
         self._next_ip = 10
+
+    def mta_sts(
+        self, domain: str, mode: str = "enforce", mx: list[str] | None = None, *,
+        max_age: int = 86400, policy_id: str | None = None, cert: Any = None,
+    ) -> Any:
+        """Publish an MTA-STS policy for `domain` (RFC 8461): the TXT record, the
+        mta-sts host's address and certificate, and the policy file. Returns the server."""
+        server = self._sts_server()
+        host = f"mta-sts.{domain}"
+        policy_id = policy_id or f"{int(time.time() * 1000)}"
+        self.dns.remove(f"_mta-sts.{domain}", "TXT")
+        self.dns.add(f"_mta-sts.{domain}", "TXT", f'"v=STSv1; id={policy_id}"')
+        self.dns.add(host, "A", self.STS_IP)
+        server.add_certificate(host, cert or self.ca.issue(host))
+        patterns = mx if mx is not None else [f"*.{domain}"]
+        policy = f"version: STSv1\r\nmode: {mode}\r\n" + "".join(f"mx: {p}\r\n" for p in patterns)
+        server.set_policy(policy + f"max_age: {max_age}\r\n", host=host)
+        return server
 
     def ip(self) -> str:
         self._next_ip += 1

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from secumail.app import Gateway, Services, initialise
-from secumail.cli import domains, evidence
+from secumail.cli import domains, evidence, routes
 from secumail.cli.output import emit, when
 from secumail.config import Settings
 from secumail.errors import ConfigError, ConflictError, SecumailError
@@ -268,6 +268,7 @@ COMMANDS = {
     ("ca", "export-root"): ca_export_root,
     ("ca", "import-root"): ca_import_root,
     **domains.COMMANDS,
+    **routes.COMMANDS,
     **evidence.COMMANDS,
     ("credential", "create"): credential_create,
     ("credential", "revoke"): credential_revoke,

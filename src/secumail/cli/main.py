@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from secumail import __version__
-from secumail.cli import admin
+from secumail.cli import admin, routes
 from secumail.cli.logs import configure_logging
 from secumail.config import DEFAULT_CONFIG, Settings, load_settings
 from secumail.errors import SecumailError
@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--store-subject", choices=["on", "off"], default=None)
     c.add_argument(
-        "--relaxed-tls", choices=["on", "off"], default=None,
+        "--relaxed-tls",
+        choices=["on", "off"],
+        default=None,
         help="honour 'TLS-Required: No' (RFC 8689): deliver below verified TLS when a message asks (logged)",
     )
 
@@ -129,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     c = cmd("show", "metadata, per-recipient status and events of a message", message)
     c.add_argument("id")
+
+    routes.add_parsers(sub, cmd)
 
     cmd("queue", "queue depth per stage")
     return p

@@ -119,6 +119,8 @@ class HostDns:
     tlsa: tuple[TlsaRecord, ...] = ()
     tlsa_secure: bool = False
     tlsa_failure: str = ""  # the TLSA lookup failed (DNSSEC bogus, SERVFAIL): why
+    lookup_failure: str = ""  # the address lookup failed: why
+    lookup_permanent: bool = False  # ... because the host does not exist
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ def plan(
     strategy: TlsStrategy = TlsStrategy(),
     relaxed_allowed: bool = False,
     remembered: RouteMethod | None = None,
+    requiretls: bool = False,
 ) -> RoutePlan:
     """The route per MX, in preference order; MX hosts that may not be used, and why."""
     result = RoutePlan(domain)
@@ -165,6 +168,17 @@ def plan(
     )
     for preference, host in mx_hosts:
         info = hosts.get(host, HostDns())
+        if info.lookup_failure or not info.addresses:
+            why = info.lookup_failure or "has no address records"
+            result.rejected.append(
+                MxRejected(
+                    host,
+                    f"{host}: {why}",
+                    not info.lookup_permanent and bool(info.lookup_failure),
+                    "",
+                )
+            )
+            continue
         route, rejected = _route_for(
             host,
             preference,
@@ -174,22 +188,54 @@ def plan(
             strategy=strategy,
             relaxed_allowed=relaxed_allowed,
         )
+        if route is not None and requiretls and not _requiretls_ok(route, mx_secure):
+            # RFC 8689 §5: the MX must come from DNSSEC or an MTA-STS policy.
+            route, rejected = (
+                None,
+                MxRejected(
+                    host,
+                    f"{host}: REQUIRETLS needs an MX from DNSSEC-signed DNS or an MTA-STS policy",
+                    False,
+                    ResultType.VALIDATION_FAILURE,
+                ),
+            )
         if route is not None:
             result.routes.append(route)
         if rejected is not None:
             result.rejected.append(rejected)
-    strongest = result.strongest
+    offered = _offered(hosts, mx_secure=mx_secure, enforce=enforce)
     if (
         remembered is not None
         and remembered.authenticated
-        and (strongest is None or strongest.strength < remembered.strength)
-    ):
-        now = strongest.value if strongest else "no secure route"
+        and not _overridden(remembered, strategy)
+    ) and offered.strength < remembered.strength:
         result.downgrade = (
-            f"{domain} offered {remembered.value} before and now {now}: refusing a possible "
-            "downgrade until an operator clears it or the memory expires"
+            f"{domain} offered {remembered.value} before and now only {offered.value}: refusing "
+            "a possible downgrade until an operator clears it or the memory expires"
         )
     return result
+
+
+def _offered(hosts: dict[str, HostDns], *, mx_secure: bool, enforce: bool) -> RouteMethod:
+    """The strongest protection the domain publishes now (whether or not an MX passes)."""
+    if mx_secure and any(
+        h.addresses_secure and h.tlsa_secure and usable_for_smtp(h.tlsa) for h in hosts.values()
+    ):
+        return RouteMethod.DANE
+    return RouteMethod.MTA_STS if enforce else RouteMethod.VERIFIED
+
+
+def _overridden(remembered: RouteMethod, strategy: TlsStrategy) -> bool:
+    """An operator who disabled a method for the domain has decided; memory yields."""
+    if remembered is RouteMethod.DANE:
+        return strategy.dane is Level.DISABLE
+    return remembered is RouteMethod.MTA_STS and strategy.mta_sts is Level.DISABLE
+
+
+def _requiretls_ok(route: MxRoute, mx_secure: bool) -> bool:
+    if route.method in (RouteMethod.DANE, RouteMethod.MTA_STS):
+        return True
+    return route.method is RouteMethod.VERIFIED and mx_secure
 
 
 def _route_for(

@@ -9,6 +9,7 @@ enhanced code, command and line (SmtpReplyError).
 
 from __future__ import annotations
 
+import _ssl
 import asyncio
 import hashlib
 import ssl
@@ -75,6 +76,7 @@ class SmtpConnection:
         self.tls: TlsDetails | None = None
         self.messages_sent = 0
         self.broken = False
+        self.authenticated_by = ""  # what authenticated the peer beyond PKIX (e.g. a TLSA record)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -294,6 +296,24 @@ class SmtpConnection:
         reply = await self.command("RSET")
         if reply.code != 250:
             self.broken = True
+
+    def peer_chain(self) -> list[bytes]:
+        """The certificates the server presented, leaf first, DER (for DANE, RFC 7672).
+
+        Python 3.11 exposes the unverified chain only on the private `_sslobj`
+        (public from 3.13 as `get_unverified_chain`); without it, just the leaf."""
+        obj = self.writer.get_extra_info("ssl_object")
+        if obj is None:
+            return []
+        inner = getattr(obj, "_sslobj", None)
+        getter = getattr(inner, "get_unverified_chain", None) or getattr(
+            obj, "get_unverified_chain", None
+        )
+        if getter is not None:
+            chain = getter() or []
+            return [c.public_bytes(_ssl.ENCODING_DER) for c in chain]
+        leaf = obj.getpeercert(binary_form=True)
+        return [leaf] if leaf else []
 
     async def quit(self) -> None:
         try:

@@ -39,10 +39,13 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return ctx
 
 
-def verifying_client_context(trust_file: Path | None) -> ssl.SSLContext:
+TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def verifying_client_context(trust_file: Path | None, min_tls: str = "TLSv1.2") -> ssl.SSLContext:
     """PKIX-verifying client context: system roots plus the operator's extra bundle."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = TLS_VERSIONS[min_tls]
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.options |= ssl.OP_NO_COMPRESSION
@@ -90,6 +93,17 @@ def ensure_gateway_certificate(cert_file: Path, key_file: Path, hostname: str) -
         )
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return True
+
+
+def dane_client_context(min_tls: str = "TLSv1.2") -> ssl.SSLContext:
+    """For DANE routes (RFC 7672 §3): the certificate is authenticated by TLSA records
+    after the handshake, not by the CA store; SNI still names the MX (§8.1)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = TLS_VERSIONS[min_tls]
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.options |= ssl.OP_NO_COMPRESSION
+    return ctx
 
 
 def relaxed_client_context() -> ssl.SSLContext:

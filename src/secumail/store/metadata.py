@@ -336,6 +336,7 @@ class MetadataStore:
                     a["cert_fingerprint"],
                     a["outcome"],
                     a["reply"],
+                    a["policy"],
                 )
                 for a in c.execute(
                     "SELECT * FROM attempts WHERE message_id = ? ORDER BY id", (message_id,)
@@ -399,8 +400,8 @@ class MetadataStore:
             for a in attempts:
                 c.execute(
                     "INSERT INTO attempts (message_id, domain, mx, ip, route_method, tls_version,"
-                    " cipher, cert_subject, cert_fingerprint, outcome, reply, at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " cipher, cert_subject, cert_fingerprint, outcome, reply, at, policy)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         message_id,
                         a["domain"],
@@ -414,6 +415,7 @@ class MetadataStore:
                         a["outcome"],
                         a.get("reply"),
                         now,
+                        a.get("policy"),
                     ),
                 )
             for fn in also:

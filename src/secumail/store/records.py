@@ -96,6 +96,7 @@ class Attempt:
     cert_fingerprint: str | None
     outcome: str
     reply: str | None
+    policy: str | None = None  # what authenticated the route: TLSA record, MTA-STS policy id
 
 
 @dataclass(slots=True)

@@ -81,6 +81,7 @@ SCHEMA: list[str] = [
     "ALTER TABLE accounts ADD COLUMN allow_relaxed_tls INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE messages ADD COLUMN requiretls INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE messages ADD COLUMN tls_required_no INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE attempts ADD COLUMN policy TEXT",
     """CREATE TABLE IF NOT EXISTS dkim_keys (
         domain TEXT NOT NULL,
         selector TEXT NOT NULL,

@@ -1,0 +1,112 @@
+"""Gathers what the secure-route decision needs and asks `mail.secure_route.plan()`.
+
+For one recipient domain: the MX set (with its DNSSEC status), per MX host the addresses
+and — on a fully validated path — the TLSA records at `_<port>._tcp.<mx>` (RFC 7672
+§2.2), the MTA-STS policy (RFC 8461), the operator's TLS strategy (domain row, else
+account row, else the strict default), and the downgrade memory. The planner does I/O;
+the decision itself stays pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+
+from secumail.errors import DnsError, DnsPermanentError, DnsTemporaryError
+from secumail.mail.secure_route import HostDns, Level, RouteMethod, RoutePlan, TlsStrategy, plan
+from secumail.mail.tlsa import TlsaRecord
+from secumail.net.dns import MxAnswer, Resolver
+from secumail.pipeline.mta_sts_source import StsLookup, StsPolicySource
+from secumail.store.records import Account
+from secumail.store.routing import RoutingStore, TlsPolicyRow
+
+
+@dataclass(slots=True)
+class DomainRoute:
+    """Everything known about delivering to one domain right now."""
+
+    answer: MxAnswer
+    plan: RoutePlan
+    hosts: dict[str, HostDns]
+    sts: StsLookup
+    strategy: TlsStrategy
+
+
+def strategy_of(row: TlsPolicyRow | None) -> TlsStrategy | None:
+    if row is None:
+        return None
+    return TlsStrategy(Level(row.dane), Level(row.mta_sts), Level(row.starttls), row.min_tls)
+
+
+class RoutePlanner:
+    def __init__(
+        self, resolver: Resolver, sts: StsPolicySource, routing: RoutingStore, *, port: int
+    ) -> None:
+        self.resolver = resolver
+        self.sts = sts
+        self.routing = routing
+        self.port = port
+
+    async def strategy(self, domain: str, account_id: str | None) -> TlsStrategy:
+        """The most specific override: recipient domain, else account, else the default."""
+        found = strategy_of(await self.routing.tls_policy("domain", domain))
+        if found is None and account_id:
+            found = strategy_of(await self.routing.tls_policy("account", account_id))
+        return found or TlsStrategy()
+
+    async def route(
+        self,
+        domain: str,
+        *,
+        account: Account | None,
+        tls_required_no: bool = False,
+        requiretls: bool = False,
+    ) -> DomainRoute:
+        """Raises DnsPermanentError (no such domain) and DnsTemporaryError (try later)."""
+        answer = await self.resolver.mx(domain)
+        strategy = await self.strategy(domain, account.id if account else None)
+        relaxed_allowed = bool(account and account.allow_relaxed_tls) and not requiretls
+        if tls_required_no and relaxed_allowed:
+            # RFC 8689 §4.2.1: the sender asks that recipient TLS policies be ignored.
+            strategy = replace(
+                strategy, dane=Level.DISABLE, mta_sts=Level.DISABLE, starttls=Level.OPTIONAL
+            )
+        sts = StsLookup(None)
+        if strategy.mta_sts is not Level.DISABLE and not answer.null_mx:
+            sts = await self.sts.lookup(domain)
+        hosts = dict(
+            await asyncio.gather(
+                *(self._host(h.host, answer.secure, strategy) for h in answer.hosts)
+            )
+        )
+        memory = await self.routing.memory(domain)
+        remembered = RouteMethod(memory.method) if memory is not None else None
+        result = plan(
+            domain,
+            [(h.preference, h.host) for h in answer.hosts],
+            mx_secure=answer.secure,
+            hosts=hosts,
+            sts=sts.policy,
+            strategy=strategy,
+            relaxed_allowed=relaxed_allowed and strategy.relaxes,
+            remembered=remembered if not tls_required_no else None,
+            requiretls=requiretls,
+        )
+        return DomainRoute(answer, result, hosts, sts, strategy)
+
+    async def _host(self, host: str, mx_secure: bool, strategy: TlsStrategy) -> tuple[str, HostDns]:
+        try:
+            addresses, addr_secure = await self.resolver.addresses_secure(host)
+        except DnsPermanentError:
+            return host, HostDns(lookup_failure="no such host (NXDOMAIN)", lookup_permanent=True)
+        except DnsTemporaryError as exc:
+            return host, HostDns(lookup_failure=str(exc))
+        info = HostDns(tuple(addresses), addr_secure)
+        if strategy.dane is Level.DISABLE or not (mx_secure and addr_secure):
+            return host, info
+        try:
+            tlsa = await self.resolver.tlsa(host, self.port)
+        except DnsError as exc:
+            return host, replace(info, tlsa_failure=str(exc))
+        records = tuple(TlsaRecord(*r) for r in tlsa.records)
+        return host, replace(info, tlsa=records, tlsa_secure=tlsa.secure)
