@@ -27,6 +27,7 @@ from secumail.pipeline.submission import SubmissionPolicyImpl
 from secumail.pki.ca import CertificateAuthority
 from secumail.pki.dkim_keyring import DkimKeyring
 from secumail.pki.evidence import EvidenceKey
+from secumail.pki.key_source import create_ca, ensure_evidence_key, load_ca, load_evidence_key
 from secumail.pki.smime_issuer import SmimeIssuer
 from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
 from secumail.spool.master_key import ensure_master_key, load_master_key
@@ -51,11 +52,14 @@ def initialise(settings: Settings) -> list[str]:
     if ensure_gateway_certificate(settings.cert_file, settings.key_file, settings.server.hostname):
         made.append(str(settings.cert_file))
     if not (settings.ca_dir / "root.pem").exists():
-        CertificateAuthority.create(settings.ca_dir, settings.signing.ca_organisation)
+        create_ca(settings.pki, settings.ca_dir, settings.signing.ca_organisation)
         made.append(str(settings.ca_dir / "root.pem"))
-    if not settings.evidence_key_file.exists():
-        EvidenceKey.generate().save(settings.evidence_key_file)
-        made.append(str(settings.evidence_key_file))
+    if ensure_evidence_key(settings.pki, settings.evidence_key_file):
+        made.append(
+            f"evidence key on {settings.pki.pkcs11_token}"
+            if settings.pki.pkcs11_module
+            else str(settings.evidence_key_file)
+        )
     return made
 
 
@@ -105,7 +109,7 @@ class Services:
 
     @functools.cached_property
     def ca(self) -> CertificateAuthority:
-        return CertificateAuthority.load(self.settings.ca_dir)
+        return load_ca(self.settings.pki, self.settings.ca_dir)
 
     @functools.cached_property
     def smime(self) -> SmimeIssuer:
@@ -115,7 +119,7 @@ class Services:
 
     @functools.cached_property
     def evidence_key(self) -> EvidenceKey:
-        return EvidenceKey.load(self.settings.evidence_key_file)
+        return load_evidence_key(self.settings.pki, self.settings.evidence_key_file)
 
     def stage_context(self) -> StageContext:
         return StageContext(

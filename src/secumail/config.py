@@ -114,6 +114,19 @@ class SigningSettings(_Section):
     ca_organisation: str = "Secumail"
 
 
+class PkiSettings(_Section):
+    # PKCS#11 HSM for the CA's issuing key and the evidence key. Empty module: file keys
+    # in data_dir (the embedded default). The PIN comes from pkcs11_pin_file, else from
+    # the environment variable named by pkcs11_pin_env.
+    pkcs11_module: str = ""
+    pkcs11_token: str = ""
+    pkcs11_pin_env: str = "SECUMAIL_PKCS11_PIN"
+    pkcs11_pin_file: Path | None = None
+    ca_key_label: str = "secumail-ca-issuing"
+    ca_key_type: str = "ec-p384"
+    evidence_key_label: str = "secumail-evidence"
+
+
 class NotifySettings(_Section):
     delay_warning_after: float = 4 * 3600  # one "delayed" notice after this long deferred
     sender_local_part: str = "mailer-daemon"
@@ -133,6 +146,7 @@ class Settings(BaseModel):
     notify: NotifySettings = NotifySettings()
     signing: SigningSettings = SigningSettings()
     mta_sts: MtaStsSettings = MtaStsSettings()
+    pki: PkiSettings = PkiSettings()
 
     # Derived locations, all under data_dir unless set.
     @property
