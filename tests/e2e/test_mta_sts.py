@@ -30,6 +30,8 @@ def test_enforce_policy_refuses_an_mx_it_does_not_list(
     shown = gateway.wait_status(qid, {"refused_insecure"})
     assert "not listed in the MTA-STS policy" in shown["recipients"][0]["reply"]
     assert mx.connections == 0, "an unlisted MX is not even contacted"
+    rejected = [a for a in shown["attempts"] if a["outcome"] == "rejected"]
+    assert rejected and rejected[0]["mx"] == "mx10.sts.test", "the decision is on record"
 
 
 def test_testing_mode_falls_through_to_verified_tls(

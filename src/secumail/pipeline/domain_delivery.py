@@ -136,6 +136,27 @@ class DomainDelivery:
             else MxOutcome.INSECURE
             for r in plan.rejected
         ]
+        for rejected in plan.rejected:
+            # Every decision is on record: which MX was not used, and why.
+            report.attempts.append(
+                {
+                    "domain": domain,
+                    "mx": rejected.host,
+                    "outcome": "rejected",
+                    "reply": rejected.reason,
+                }
+            )
+            if rejected.result_type:
+                self._count(
+                    report,
+                    route,
+                    domain,
+                    None,
+                    rejected.host,
+                    "",
+                    rejected.result_type,
+                    rejected.reason,
+                )
         last_error: DeliveryError | None = None
         for mx in plan.routes:
             for ip in route.hosts[mx.host].addresses:
