@@ -17,10 +17,14 @@ from secumail.config import Settings
 from secumail.errors import ConfigError
 from secumail.net.dns import Resolver
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
-from secumail.net.tls import ensure_gateway_certificate, server_context
+from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
 from secumail.pipeline.auth_throttle import AuthThrottle
 from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
 from secumail.pipeline.intake import Intake
+from secumail.pipeline.mta_sts_source import StsPolicySource
+from secumail.pipeline.mx_connector import MxConnector
+from secumail.pipeline.preflight import Preflight
+from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
@@ -33,6 +37,7 @@ from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
 from secumail.spool.master_key import ensure_master_key, load_master_key
 from secumail.store.database import Database
 from secumail.store.metadata import MetadataStore
+from secumail.store.routing import RoutingStore
 from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
 
@@ -121,6 +126,33 @@ class Services:
     def evidence_key(self) -> EvidenceKey:
         return load_evidence_key(self.settings.pki, self.settings.evidence_key_file)
 
+    @functools.cached_property
+    def routing(self) -> RoutingStore:
+        return RoutingStore(self.db)
+
+    @functools.cached_property
+    def planner(self) -> RoutePlanner:
+        s = self.settings
+        sts = StsPolicySource(
+            self.resolver,
+            self.routing,
+            ssl_context=verifying_client_context(s.tls.trust_file),
+            port=s.mta_sts.port,
+            timeout=s.mta_sts.timeout,
+        )
+        return RoutePlanner(self.resolver, sts, self.routing, port=s.delivery.port)
+
+    @functools.cached_property
+    def connector(self) -> MxConnector:
+        s = self.settings
+        return MxConnector(s.delivery, trust_file=s.tls.trust_file, helo=s.server.hostname)
+
+    @functools.cached_property
+    def preflight(self) -> Preflight:
+        return Preflight(
+            self.planner, self.connector, cache_seconds=self.settings.delivery.preflight_cache
+        )
+
     def stage_context(self) -> StageContext:
         return StageContext(
             self.settings,
@@ -133,6 +165,9 @@ class Services:
             keyring=self.keyring,
             smime=self.smime,
             evidence_key=self.evidence_key,
+            routing=self.routing,
+            planner=self.planner,
+            connector=self.connector,
         )
 
     def close(self) -> None:

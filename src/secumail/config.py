@@ -84,6 +84,7 @@ class DeliverySettings(_Section):
     # Remember the strongest route (DANE > MTA-STS) seen per domain this long; a weaker
     # offer meanwhile is a temporary failure, not a silent downgrade.
     downgrade_memory_days: float = 30.0
+    preflight_cache: float = 300.0  # seconds a `secumail check` result is reused
 
 
 class MtaStsSettings(_Section):

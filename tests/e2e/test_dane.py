@@ -128,3 +128,22 @@ def test_losing_dane_is_a_downgrade_until_the_operator_clears_it(
     gateway.start()
     gateway.wait_status(second, {"delivered"}, timeout=30)
     assert gateway.message(second)["attempts"][-1]["route_method"] == "verified"
+
+
+def test_check_shows_dane_and_the_matching_record(
+    gateway: GatewayProcess, world: World, dns: SignedZoneDns, mx_port: int
+) -> None:
+    cert = world.ca.self_signed(f"mx10.chk.{ZONE}")
+    world.domain(f"chk.{ZONE}", cert=cert)
+    _tlsa(dns, f"mx10.chk.{ZONE}", mx_port, f"3 1 1 {cert.spki_sha256}")
+    world.domain(f"chkbad.{ZONE}")
+    _tlsa(dns, f"mx10.chkbad.{ZONE}", mx_port, f"3 1 1 {'33' * 32}")
+    good, bad = gateway.cli("check", f"chk.{ZONE}", f"chkbad.{ZONE}", check=False)
+    assert (good["secure"], good["method"]) == (True, "dane")
+    assert good["dnssec"]["mx"] is True
+    probe = good["mx"][0]
+    assert probe["matched"] == f"TLSA 3 1 1 {cert.spki_sha256}"
+    assert probe["dnssec"] == {"address": True, "tlsa": True, "tlsa_records": 1}
+    assert probe["certificate"]["name_match"] is True
+    assert bad["secure"] is False
+    assert bad["mx"][0]["result_type"] == "tlsa-invalid"

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from secumail.app import Gateway, Services, initialise
-from secumail.cli import domains, evidence, routes
+from secumail.cli import check, domains, evidence, routes
 from secumail.cli.output import emit, when
 from secumail.config import Settings
 from secumail.errors import ConfigError, ConflictError, SecumailError
@@ -269,6 +269,7 @@ COMMANDS = {
     ("ca", "import-root"): ca_import_root,
     **domains.COMMANDS,
     **routes.COMMANDS,
+    **check.COMMANDS,
     **evidence.COMMANDS,
     ("credential", "create"): credential_create,
     ("credential", "revoke"): credential_revoke,

@@ -12,11 +12,14 @@ if TYPE_CHECKING:
     from secumail.net.dns import Resolver
     from secumail.pipeline.embedded_bus import EmbeddedBus
     from secumail.pipeline.intake import Intake
+    from secumail.pipeline.mx_connector import MxConnector
+    from secumail.pipeline.route_planner import RoutePlanner
     from secumail.pki.dkim_keyring import DkimKeyring
     from secumail.pki.evidence import EvidenceKey
     from secumail.pki.smime_issuer import SmimeIssuer
     from secumail.spool.body_store import BodyStore
     from secumail.store.metadata import MetadataStore
+    from secumail.store.routing import RoutingStore
     from secumail.store.signing import SigningStore
 
 
@@ -34,6 +37,9 @@ class StageContext:
     keyring: DkimKeyring
     smime: SmimeIssuer
     evidence_key: EvidenceKey
+    routing: RoutingStore
+    planner: RoutePlanner
+    connector: MxConnector
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -25,15 +25,10 @@ import time
 
 from secumail.errors import NotFound
 from secumail.mail.status import RecipientStatus
-from secumail.net.tls import verifying_client_context
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
-from secumail.pipeline.mta_sts_source import StsPolicySource
-from secumail.pipeline.mx_connector import MxConnector
-from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.stage import StageContext
 from secumail.store.records import Account, MessageRecord, RecipientUpdate
-from secumail.store.routing import RoutingStore
 
 log = logging.getLogger("secumail.deliver")
 
@@ -43,27 +38,15 @@ class DeliverStage:
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
-        settings = ctx.settings
-        self.settings = settings.delivery
-        self.routing = RoutingStore(ctx.store.db)
-        self.connector = MxConnector(
-            self.settings, trust_file=settings.tls.trust_file, helo=settings.server.hostname
-        )
-        sts = StsPolicySource(
-            ctx.resolver,
-            self.routing,
-            ssl_context=verifying_client_context(settings.tls.trust_file),
-            port=settings.mta_sts.port,
-            timeout=settings.mta_sts.timeout,
-        )
-        self.planner = RoutePlanner(ctx.resolver, sts, self.routing, port=self.settings.port)
+        self.settings = ctx.settings.delivery
+        self.connector = ctx.connector
         self.domains = DomainDelivery(
-            self.planner,
-            self.connector,
-            self.routing,
+            ctx.planner,
+            ctx.connector,
+            ctx.routing,
             ctx.signing,
             ctx.evidence_key,
-            helo=settings.server.hostname,
+            helo=ctx.settings.server.hostname,
             memory_seconds=self.settings.downgrade_memory_days * 86400,
         )
 
