@@ -28,6 +28,7 @@ from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
+from secumail.pipeline.tls_reports import TlsReporter
 from secumail.pki.ca import CertificateAuthority
 from secumail.pki.dkim_keyring import DkimKeyring
 from secumail.pki.evidence import EvidenceKey
@@ -153,6 +154,18 @@ class Services:
             self.planner, self.connector, cache_seconds=self.settings.delivery.preflight_cache
         )
 
+    @functools.cached_property
+    def tls_reporter(self) -> TlsReporter:
+        s = self.settings
+        return TlsReporter(
+            self.routing,
+            self.resolver,
+            self.intake,
+            gateway_domain=s.gateway_domain,
+            trust_file=s.tls.trust_file,
+            https_port=s.tlsrpt.https_port,
+        )
+
     def stage_context(self) -> StageContext:
         return StageContext(
             self.settings,
@@ -251,6 +264,8 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [loop.create_task(r.run(), name=f"stage-{r.queue}") for r in self.runners]
+        if self.runners and self.settings.tlsrpt.enabled:
+            tasks.append(loop.create_task(self._daily_reports(), name="tlsrpt"))
         stopper = loop.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -258,6 +273,15 @@ class Gateway:
                 log.error("stage runner crashed: %r", t.exception())
         log.info("shutting down")
         await self.shutdown(tasks)
+
+    async def _daily_reports(self) -> None:
+        """RFC 8460: yesterday's TLS reports, checked hourly, each sent once."""
+        while True:
+            try:
+                await self.services.tls_reporter.send_due()
+            except Exception:
+                log.exception("sending TLS reports failed; trying again in an hour")
+            await asyncio.sleep(3600)
 
     async def shutdown(self, tasks: list[asyncio.Task]) -> None:
         if self.submission is not None:

@@ -128,6 +128,11 @@ class PkiSettings(_Section):
     evidence_key_label: str = "secumail-evidence"
 
 
+class TlsRptSettings(_Section):
+    enabled: bool = True  # send daily TLS reports (RFC 8460) to domains that ask for them
+    https_port: int | None = None  # tests only: the port of https rua endpoints
+
+
 class NotifySettings(_Section):
     delay_warning_after: float = 4 * 3600  # one "delayed" notice after this long deferred
     sender_local_part: str = "mailer-daemon"
@@ -148,6 +153,7 @@ class Settings(BaseModel):
     signing: SigningSettings = SigningSettings()
     mta_sts: MtaStsSettings = MtaStsSettings()
     pki: PkiSettings = PkiSettings()
+    tlsrpt: TlsRptSettings = TlsRptSettings()
 
     # Derived locations, all under data_dir unless set.
     @property

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from secumail.app import Gateway, Services, initialise
-from secumail.cli import check, domains, evidence, routes
+from secumail.cli import check, domains, evidence, routes, tlsrpt
 from secumail.cli.output import emit, when
 from secumail.config import Settings
 from secumail.errors import ConfigError, ConflictError, SecumailError
@@ -270,6 +270,7 @@ COMMANDS = {
     **domains.COMMANDS,
     **routes.COMMANDS,
     **check.COMMANDS,
+    **tlsrpt.COMMANDS,
     **evidence.COMMANDS,
     ("credential", "create"): credential_create,
     ("credential", "revoke"): credential_revoke,

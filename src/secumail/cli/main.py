@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from secumail import __version__
-from secumail.cli import admin, check, routes
+from secumail.cli import admin, check, routes, tlsrpt
 from secumail.cli.logs import configure_logging
 from secumail.config import DEFAULT_CONFIG, Settings, load_settings
 from secumail.errors import SecumailError
@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
     routes.add_parsers(sub, cmd)
     check.add_parser(sub, cmd)
+    tlsrpt.add_parser(sub, cmd)
 
     cmd("queue", "queue depth per stage")
     return p

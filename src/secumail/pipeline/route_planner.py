@@ -65,7 +65,11 @@ class RoutePlanner:
         """Raises DnsPermanentError (no such domain) and DnsTemporaryError (try later)."""
         answer = await self.resolver.mx(domain)
         strategy = await self.strategy(domain, account.id if account else None)
-        relaxed_allowed = bool(account and account.allow_relaxed_tls) and not requiretls
+        # Below verified TLS only where the account allows it; the gateway's own reports
+        # (no account) carry "TLS-Required: No" as RFC 8460 §5.1 asks.
+        relaxed_allowed = (
+            bool(account and account.allow_relaxed_tls) or (account is None and tls_required_no)
+        ) and not requiretls
         if tls_required_no and relaxed_allowed:
             # RFC 8689 §4.2.1: the sender asks that recipient TLS policies be ignored.
             strategy = replace(

@@ -97,8 +97,8 @@ class SignStage:
     ) -> tuple[list[dkim.DkimKey], str | None]:
         keyring = self.ctx.keyring
         author_domain = (record.header_from or "").rpartition("@")[2].lower()
-        if record.dsn_of or not record.mail_from:
-            # Notices are the gateway's own mail; sign when its keys are published.
+        if record.dsn_of or not record.mail_from or record.account_id is None:
+            # Notices and reports are the gateway's own mail; signed when its keys are published.
             keys = await keyring.signing_keys(self.gateway_domain)
             if not keys:
                 log.warning(
