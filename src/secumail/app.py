@@ -12,13 +12,21 @@ import logging
 import signal
 from importlib.metadata import entry_points
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from secumail.api.context import ApiContext, RateLimiter
+from secumail.api.server import ApiServer, create_app
+from secumail.api.tokens import OidcVerifier, TokenError, TokenIssuer, jwks_from
 from secumail.config import Settings
 from secumail.errors import ConfigError
 from secumail.net.dns import Resolver
+from secumail.net.https_get import HttpsGetError
+from secumail.net.https_get import get as https_get
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
 from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
+from secumail.pipeline.acceptance import MessageAcceptor
 from secumail.pipeline.auth_throttle import AuthThrottle
+from secumail.pipeline.domain_setup import DomainSetup
 from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
 from secumail.pipeline.intake import Intake
 from secumail.pipeline.mta_sts_source import StsPolicySource
@@ -29,6 +37,7 @@ from secumail.pipeline.runner import StageRunner
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
 from secumail.pipeline.tls_reports import TlsReporter
+from secumail.pipeline.webhooks import WebhookDispatcher
 from secumail.pki.ca import CertificateAuthority
 from secumail.pki.dkim_keyring import DkimKeyring
 from secumail.pki.evidence import EvidenceKey
@@ -41,6 +50,8 @@ from secumail.store.metadata import MetadataStore
 from secumail.store.routing import RoutingStore
 from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
+from secumail.store.suppressions import SuppressionStore
+from secumail.store.webhooks import WebhookStore
 
 log = logging.getLogger("secumail")
 
@@ -128,6 +139,33 @@ class Services:
         return load_evidence_key(self.settings.pki, self.settings.evidence_key_file)
 
     @functools.cached_property
+    def domains(self) -> DomainSetup:
+        s = self.settings
+        return DomainSetup(
+            self.store,
+            self.keyring,
+            self.resolver,
+            hostname=s.server.hostname,
+            gateway_domain=s.gateway_domain,
+        )
+
+    @functools.cached_property
+    def suppressions(self) -> SuppressionStore:
+        return SuppressionStore(self.db)
+
+    @functools.cached_property
+    def acceptor(self) -> MessageAcceptor:
+        s = self.settings
+        return MessageAcceptor(
+            self.store,
+            self.intake,
+            self.suppressions,
+            hostname=s.server.hostname,
+            max_message_size=s.submission.max_message_size,
+            max_recipients=s.submission.max_recipients,
+        )
+
+    @functools.cached_property
     def routing(self) -> RoutingStore:
         return RoutingStore(self.db)
 
@@ -153,6 +191,55 @@ class Services:
         return Preflight(
             self.planner, self.connector, cache_seconds=self.settings.delivery.preflight_cache
         )
+
+    @functools.cached_property
+    def webhooks(self) -> WebhookStore:
+        return WebhookStore(self.db)
+
+    @functools.cached_property
+    def webhook_dispatcher(self) -> WebhookDispatcher:
+        s = self.settings
+        return WebhookDispatcher(
+            self.webhooks,
+            self.resolver,
+            trust_file=s.tls.trust_file,
+            allow_private=s.api.webhooks_allow_private,
+            port_override=s.api.webhooks_port,
+        )
+
+    def api_context(self) -> ApiContext:
+        s = self.settings
+        issuer = TokenIssuer(s.api_key_file, f"https://{s.server.hostname}", ttl=s.api.token_ttl)
+        oidc = None
+        if s.api.oidc.issuer:
+            oidc = OidcVerifier(
+                s.api.oidc.issuer,
+                s.api.oidc.audience,
+                s.api.oidc.algorithms,
+                s.api.oidc.account_claim,
+                self._jwks_fetcher(s.api.oidc.jwks_url),
+            )
+        return ApiContext(s, self, issuer, oidc, RateLimiter(s.api.rate_limit_per_minute))
+
+    def _jwks_fetcher(self, url: str):
+        ctx = verifying_client_context(self.settings.tls.trust_file)
+
+        async def fetch() -> dict:
+            parts = urlsplit(url)
+            addresses = await self.resolver.addresses(parts.hostname or "")
+            if not addresses:
+                raise TokenError(f"cannot resolve {parts.hostname}")
+            try:
+                status, _headers, body = await https_get(
+                    url, ssl_context=ctx, timeout=10, connect_to=(addresses[0], parts.port or 443)
+                )
+            except HttpsGetError as exc:
+                raise TokenError(f"cannot fetch the issuer's keys: {exc}") from exc
+            if status != 200:
+                raise TokenError(f"the issuer's JWKS answered HTTP {status}")
+            return jwks_from(body)
+
+        return fetch
 
     @functools.cached_property
     def tls_reporter(self) -> TlsReporter:
@@ -181,6 +268,7 @@ class Services:
             routing=self.routing,
             planner=self.planner,
             connector=self.connector,
+            suppressions=self.suppressions,
         )
 
     def close(self) -> None:
@@ -196,6 +284,7 @@ class Gateway:
         self.services = Services(settings)
         self.submission: SubmissionServer | None = None
         self.runners: list[StageRunner] = []
+        self.api: ApiServer | None = None
         self.stages: list[Stage] = []
         self._stop = asyncio.Event()
 
@@ -208,8 +297,7 @@ class Gateway:
         if self._wants("submission"):
             policy = SubmissionPolicyImpl(
                 sv.store,
-                sv.intake,
-                hostname=s.server.hostname,
+                sv.acceptor,
                 throttle=AuthThrottle(
                     s.submission.auth_failure_limit, s.submission.auth_failure_window
                 ),
@@ -258,6 +346,22 @@ class Gateway:
             self.stages.append(stage)
             self.runners.append(runner)
         log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
+        if s.api.enabled and self._wants("api"):
+            self.api = ApiServer(
+                create_app(sv.api_context()),
+                s.api.listen,
+                cert_file=s.cert_file,
+                key_file=s.key_file,
+                plain_http=s.api.plain_http,
+            )
+            await self.api.start()
+            for server in self.api.servers:
+                log.info(
+                    "API listening on %s:%d (%s)",
+                    server.config.host,
+                    server.config.port,
+                    "HTTP" if s.api.plain_http else "HTTPS",
+                )
 
     async def run_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
@@ -266,6 +370,8 @@ class Gateway:
         tasks = [loop.create_task(r.run(), name=f"stage-{r.queue}") for r in self.runners]
         if self.runners and self.settings.tlsrpt.enabled:
             tasks.append(loop.create_task(self._daily_reports(), name="tlsrpt"))
+        if self.runners:
+            tasks.append(loop.create_task(self.services.webhook_dispatcher.run(), name="webhooks"))
         stopper = loop.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -286,6 +392,8 @@ class Gateway:
     async def shutdown(self, tasks: list[asyncio.Task]) -> None:
         if self.submission is not None:
             await self.submission.close(grace=10.0)
+        if self.api is not None:
+            await self.api.stop()
         await asyncio.gather(*(r.stop(grace=10.0) for r in self.runners))
         for t in tasks:
             t.cancel()

@@ -133,6 +133,30 @@ class TlsRptSettings(_Section):
     https_port: int | None = None  # tests only: the port of https rua endpoints
 
 
+class OidcSettings(_Section):
+    """An external OpenID Connect issuer whose access tokens the API accepts."""
+
+    issuer: str = ""  # empty: only Secumail's own tokens
+    audience: str = ""
+    jwks_url: str = ""
+    account_claim: str = "secumail_account"  # its value names the account (name or id)
+    algorithms: list[str] = ["RS256", "ES256"]
+
+
+class ApiSettings(_Section):
+    enabled: bool = True
+    listen: list[str] = ["0.0.0.0:8443"]
+    # Plain HTTP instead of HTTPS: only allowed when every listen address is loopback.
+    plain_http: bool = False
+    token_ttl: int = 900
+    rate_limit_per_minute: int = 600
+    max_check_addresses: int = 50
+    # Webhook targets on loopback or private networks (SSRF): off unless the operator says.
+    webhooks_allow_private: bool = False
+    webhooks_port: int | None = None  # tests only: connect to this port instead of the URL's
+    oidc: OidcSettings = OidcSettings()
+
+
 class NotifySettings(_Section):
     delay_warning_after: float = 4 * 3600  # one "delayed" notice after this long deferred
     sender_local_part: str = "mailer-daemon"
@@ -154,6 +178,7 @@ class Settings(BaseModel):
     mta_sts: MtaStsSettings = MtaStsSettings()
     pki: PkiSettings = PkiSettings()
     tlsrpt: TlsRptSettings = TlsRptSettings()
+    api: ApiSettings = ApiSettings()
 
     # Derived locations, all under data_dir unless set.
     @property
@@ -185,6 +210,10 @@ class Settings(BaseModel):
         return (self.signing.gateway_domain or self.server.hostname).lower().rstrip(".")
 
     @property
+    def api_key_file(self) -> Path:
+        return self.data_dir / "keys" / "api-token.key"
+
+    @property
     def storage_url(self) -> str:
         return self.storage.url or f"sqlite:///{self.data_dir / 'secumail.sqlite'}"
 
@@ -205,8 +234,11 @@ def _merge_env(data: dict[str, Any], environ: dict[str, str]) -> None:
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or "__" not in key or key == "SECUMAIL_CONFIG":
             continue
-        section, _, name = key[len(ENV_PREFIX) :].lower().partition("__")
-        data.setdefault(section, {})[name] = _env_value(raw)
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        target = data
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = _env_value(raw)
 
 
 def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> Settings:

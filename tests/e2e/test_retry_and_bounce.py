@@ -153,3 +153,19 @@ def test_notices_are_copied_to_the_accounts_notify_address(
     gateway.wait_status(qid, {"refused_insecure"})
     notice = sender_mx.wait_for(1)[0]
     assert sorted(notice.rcpt_to) == ["ict@school.test", "teacher@school.test"]
+
+
+def test_hard_bounce_suppresses_the_address_for_the_account(
+    gateway: GatewayProcess, customer: Customer, world: World
+) -> None:
+    from tests.e2e.raw_smtp import open_session
+
+    mx = world.domain("strict.test")
+    mx.script_rcpt("gone@strict.test", "550 5.1.1 No such user here")
+    gateway.wait_status(gateway.send(customer, ["gone@strict.test"]), {"bounced"})
+    s = open_session(gateway, customer)
+    assert s.cmd("MAIL FROM:<alice@hospital.test>")[0] == 250
+    code, text = s.cmd("RCPT TO:<gone@strict.test>")
+    assert (code, text[:5]) == (550, "5.7.1")
+    assert "suppressed" in text and "No such user here" in text
+    assert s.cmd("RCPT TO:<other@strict.test>")[0] == 250, "only that address"

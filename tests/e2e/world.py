@@ -51,6 +51,7 @@ class GatewayProcess:
         self.log_file = workdir / "secumail.log"
         self.submission_port = free_port()
         self.tls_port = free_port()
+        self.api_port = free_port()
         sections: dict[str, dict[str, Any]] = {
             "server": {"hostname": GATEWAY_HOST, "data_dir": str(self.data_dir), "log_level": "DEBUG"},
             "submission": {
@@ -67,6 +68,7 @@ class GatewayProcess:
                 "connection_idle": 5.0,
             },
             "bus": {"lease": 3.0},
+            "api": {"listen": [f"127.0.0.1:{self.api_port}"], "webhooks_allow_private": True},
             "notify": {},
         }
         for key, value in settings.items():
@@ -76,6 +78,7 @@ class GatewayProcess:
         self.config.write_text(_toml(sections), encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = None
+        self.http_clients: list[Any] = []  # API clients, closed before the gateway stops
 
     # -- process -----------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> Any:
@@ -120,6 +123,8 @@ class GatewayProcess:
         raise AssertionError(f"secumail serve did not listen on {port}:\n{self.log()}")
 
     def stop(self) -> int | None:
+        for client in self.http_clients:
+            client.close()  # an idle TLS keep-alive would make the API wait at shutdown
         if self.proc is None:
             return None
         if self.proc.poll() is None:

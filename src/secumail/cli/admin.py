@@ -9,6 +9,7 @@ import secrets
 import time
 from pathlib import Path
 
+from secumail.api.tokens import SCOPES
 from secumail.app import Gateway, Services, initialise
 from secumail.cli import check, domains, evidence, routes, tlsrpt
 from secumail.cli.output import emit, when
@@ -173,9 +174,32 @@ async def account_list(sv: Services, args: argparse.Namespace) -> int:
 # -- credentials ---------------------------------------------------------------------
 async def credential_create(sv: Services, args: argparse.Namespace) -> int:
     account = await sv.store.get_account(args.account)
-    username = f"{account.name.lower().replace(' ', '-')[:24]}-{secrets.token_hex(4)}"
+    stem = account.name.lower().replace(" ", "-")[:24]
     password = new_secret()
     secret_hash = await asyncio.to_thread(hash_secret, password)
+    if args.kind == "api":
+        scopes = tuple(args.scope or SCOPES)
+        unknown = set(scopes) - set(SCOPES)
+        if unknown:
+            raise ConfigError(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
+        client_id = f"api-{stem}-{secrets.token_hex(4)}"
+        cred = await sv.store.create_credential(account.id, "api", client_id, secret_hash, scopes)
+        emit(
+            args.json,
+            {
+                "id": cred.id,
+                "account": account.id,
+                "kind": "api",
+                "client_id": client_id,
+                "client_secret": password,
+                "scopes": list(scopes),
+            },
+            f"API credential {cred.id} for account {account.name}\n"
+            f"  client_id:     {client_id}\n  client_secret: {password}\n  scopes:        {' '.join(scopes)}\n"
+            "The secret is shown only now. Get a token: POST /oauth/token (client credentials).",
+        )
+        return 0
+    username = f"{stem}-{secrets.token_hex(4)}"
     cred = await sv.store.create_credential(account.id, args.kind, username, secret_hash)
     emit(
         args.json,

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         "--role",
         action="append",
         default=None,
-        help="what to run: all (default), submission, stages, or a stage name; repeatable",
+        help="what to run: all (default), submission, api, stages, or a stage name; repeatable",
     )
 
     account = sub.add_parser("account", help="customer accounts").add_subparsers(
@@ -120,7 +120,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     c = cmd("create", "create a credential; prints the secret once", cred)
     c.add_argument("account")
-    c.add_argument("--kind", choices=["smtp"], default="smtp")
+    c.add_argument("--kind", choices=["smtp", "api"], default="smtp")
+    c.add_argument(
+        "--scope", action="append", default=None, help="API scopes (default: all); repeatable"
+    )
     c = cmd("revoke", "revoke a credential", cred)
     c.add_argument("id")
     c = cmd("list", "list credentials (never their secrets)", cred)

@@ -17,6 +17,7 @@ async def post(
     ssl_context: ssl.SSLContext,
     timeout: float,
     connect_to: tuple[str, int] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> int:
     """POST `body` to an https URL; the status code. `connect_to` is an address the caller
     resolved (the certificate is still checked against the URL's host)."""
@@ -27,9 +28,10 @@ async def post(
     port = parts.port or 443
     address, real_port = connect_to or (host, port)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     request = (
         f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\nUser-Agent: Secumail\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\nUser-Agent: Secumail\r\n{extra}\r\n"
     ).encode("ascii") + body
     try:
         async with asyncio.timeout(timeout):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from secumail.store.metadata import MetadataStore
     from secumail.store.routing import RoutingStore
     from secumail.store.signing import SigningStore
+    from secumail.store.suppressions import SuppressionStore
 
 
 @dataclass
@@ -40,6 +41,7 @@ class StageContext:
     routing: RoutingStore
     planner: RoutePlanner
     connector: MxConnector
+    suppressions: SuppressionStore
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -51,7 +51,11 @@ def _domain(row: sqlite3.Row) -> Domain:
 
 
 def _credential(row: sqlite3.Row) -> Credential:
-    return Credential(
+    return Credential(*_credential_fields(row), scopes=tuple((row["scopes"] or "").split()))
+
+
+def _credential_fields(row: sqlite3.Row) -> tuple:
+    return (
         row["id"],
         row["account_id"],
         row["kind"],
@@ -172,6 +176,9 @@ class MetadataStore:
 
         return [_domain(r) for r in await self.db.run(op)]
 
+    async def delete_domain(self, name: str) -> None:
+        await self.db.run(lambda c: c.execute("DELETE FROM domains WHERE name = ?", (name,)))
+
     async def mark_domain_verified(self, name: str) -> None:
         await self.db.run(
             lambda c: c.execute(
@@ -191,7 +198,12 @@ class MetadataStore:
 
     # -- credentials ----------------------------------------------------------------
     async def create_credential(
-        self, account_id: str, kind: str, username: str, secret_hash: str
+        self,
+        account_id: str,
+        kind: str,
+        username: str,
+        secret_hash: str,
+        scopes: tuple[str, ...] = (),
     ) -> Credential:
         cred = Credential(
             "cred_" + secrets.token_hex(6),
@@ -201,11 +213,21 @@ class MetadataStore:
             secret_hash,
             time.time(),
             None,
+            scopes=scopes,
         )
         await self.db.run(
             lambda c: c.execute(
-                "INSERT INTO credentials VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (cred.id, account_id, kind, username, secret_hash, cred.created_at),
+                "INSERT INTO credentials (id, account_id, kind, username, secret_hash, created_at,"
+                " revoked_at, scopes) VALUES (?, ?, ?, ?, ?, ?, NULL, ?)",
+                (
+                    cred.id,
+                    account_id,
+                    kind,
+                    username,
+                    secret_hash,
+                    cred.created_at,
+                    " ".join(scopes),
+                ),
             )
         )
         return cred
@@ -249,7 +271,7 @@ class MetadataStore:
             c.execute(
                 "INSERT INTO messages (id, account_id, mail_from, header_from, size,"
                 " message_id_header, subject, smtputf8, dsn_of, created_at, requiretls,"
-                " tls_required_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tls_required_no, api_metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     msg.id,
                     msg.account_id,
@@ -263,6 +285,7 @@ class MetadataStore:
                     now,
                     int(msg.requiretls),
                     int(msg.tls_required_no),
+                    json.dumps(msg.api_metadata) if msg.api_metadata else None,
                 ),
             )
             c.executemany(
@@ -302,6 +325,7 @@ class MetadataStore:
                 row["warned_at"],
                 requiretls=bool(row["requiretls"]),
                 tls_required_no=bool(row["tls_required_no"]),
+                api_metadata=json.loads(row["api_metadata"]) if row["api_metadata"] else None,
             )
             record.recipients = [
                 RecipientState(
@@ -429,6 +453,66 @@ class MetadataStore:
             "UPDATE messages SET finished_at = COALESCE(finished_at, ?) WHERE id = ?",
             (time.time(), message_id),
         )
+
+    async def list_messages(
+        self,
+        account_id: str,
+        *,
+        status: str | None = None,
+        recipient: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before_id: str = "",
+        limit: int = 50,
+    ) -> list[MessageRecord]:
+        """An account's messages, newest first (ids sort by time), with their recipients."""
+
+        def op(c: sqlite3.Connection) -> list[str]:
+            sql = "SELECT m.id FROM messages m WHERE m.account_id = ? AND m.dsn_of IS NULL"
+            args: list = [account_id]
+            if before_id:
+                sql += " AND m.id < ?"
+                args.append(before_id)
+            if since is not None:
+                sql += " AND m.created_at >= ?"
+                args.append(since)
+            if until is not None:
+                sql += " AND m.created_at < ?"
+                args.append(until)
+            if status or recipient:
+                sql += " AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id"
+                if status:
+                    sql += " AND r.status = ?"
+                    args.append(status)
+                if recipient:
+                    sql += " AND lower(r.address) = ?"
+                    args.append(recipient.lower())
+                sql += ")"
+            sql += " ORDER BY m.id DESC LIMIT ?"
+            args.append(limit)
+            return [r[0] for r in c.execute(sql, args)]
+
+        return [await self.message(mid) for mid in await self.db.run(op)]
+
+    async def delivery_stats(self) -> dict:
+        """Counts over the attempt records: (outcome, route) and TLS versions."""
+
+        def op(c: sqlite3.Connection) -> dict:
+            by_outcome = {
+                (r[0], r[1] or "none"): r[2]
+                for r in c.execute(
+                    "SELECT outcome, route_method, COUNT(*) FROM attempts GROUP BY 1, 2"
+                )
+            }
+            tls = {
+                r[0]: r[1]
+                for r in c.execute(
+                    "SELECT tls_version, COUNT(*) FROM attempts WHERE tls_version IS NOT NULL GROUP BY 1"
+                )
+            }
+            return {"by_outcome": by_outcome, "tls_versions": tls}
+
+        return await self.db.run(op)
 
     async def mark_warned(self, message_id: str) -> bool:
         """Set warned_at once; True only for the caller that set it."""

@@ -44,6 +44,7 @@ class Credential:
     secret_hash: str
     created_at: float
     revoked_at: float | None
+    scopes: tuple[str, ...] = ()  # API credentials: what their tokens may do
 
 
 @dataclass(slots=True)
@@ -62,6 +63,7 @@ class NewMessage:
     dsn_of: str | None = None
     requiretls: bool = False  # RFC 8689 REQUIRETLS was given at submission
     tls_required_no: bool = False  # "TLS-Required: No" honoured (account allows relaxing)
+    api_metadata: dict | None = None  # the API caller's own key/values, echoed in webhooks
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class MessageRecord:
     warned_at: float | None
     requiretls: bool = False
     tls_required_no: bool = False
+    api_metadata: dict | None = None
     recipients: list[RecipientState] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)

@@ -82,6 +82,8 @@ SCHEMA: list[str] = [
     "ALTER TABLE messages ADD COLUMN requiretls INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE messages ADD COLUMN tls_required_no INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE attempts ADD COLUMN policy TEXT",
+    "ALTER TABLE credentials ADD COLUMN scopes TEXT",
+    "ALTER TABLE messages ADD COLUMN api_metadata TEXT",
     """CREATE TABLE IF NOT EXISTS dkim_keys (
         domain TEXT NOT NULL,
         selector TEXT NOT NULL,
@@ -154,5 +156,59 @@ SCHEMA: list[str] = [
         sent_at REAL NOT NULL,
         outcome TEXT NOT NULL,
         PRIMARY KEY (day, policy_domain)
+    )""",
+    # REST API: suppressions, idempotency keys, webhooks and their deliveries.
+    """CREATE TABLE IF NOT EXISTS suppressions (
+        account_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        message_id TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account_id, address)
+    )""",
+    """CREATE TABLE IF NOT EXISTS idempotency (
+        account_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account_id, key)
+    )""",
+    """CREATE TABLE IF NOT EXISTS webhooks (
+        id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL,
+        last_status INTEGER,
+        last_error TEXT,
+        created_at REAL NOT NULL,
+        delivered_at REAL,
+        UNIQUE (webhook_id, event_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries(status, next_at)",
+    """CREATE TABLE IF NOT EXISTS account_events (
+        id INTEGER PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        at REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS cursors (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
     )""",
 ]

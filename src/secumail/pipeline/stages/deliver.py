@@ -90,9 +90,10 @@ class DeliverStage:
             for (_d, addrs), o in zip(by_domain.items(), outcomes, strict=True)
         ]
         kid = self.ctx.evidence_key.public_jwk()["kid"]
+        updates = self._expire_if_too_old(record, [u for rep in reports for u in rep.updates])
         await self.ctx.store.record_outcome(
             record.id,
-            self._expire_if_too_old(record, [u for rep in reports for u in rep.updates]),
+            updates,
             attempts=[a for rep in reports for a in rep.attempts],
             also=[
                 *(
@@ -101,11 +102,25 @@ class DeliverStage:
                     for rcpt, token in rep.evidence
                 ),
                 *(op for rep in reports for op in rep.tlsrpt),
+                *self._suppress_hard_bounces(record, updates),
             ],
         )
         for domain, rep in zip(by_domain, reports, strict=True):
             if rep.remember is not None:
                 await self.domains.remember(domain, rep.remember)
+
+    def _suppress_hard_bounces(self, record: MessageRecord, updates: list[RecipientUpdate]) -> list:
+        """An address the recipient's server says does not exist (5.1.x) is suppressed for
+        the account, so it is not mailed again until someone removes the suppression."""
+        if not record.account_id or not record.mail_from:
+            return []
+        return [
+            self.ctx.suppressions.add_op(
+                record.account_id, u.address, u.reply or "hard bounce", "bounce", record.id
+            )
+            for u in updates
+            if u.status is RecipientStatus.BOUNCED and (u.enhanced or "").startswith("5.1.")
+        ]
 
     async def _account(self, record: MessageRecord) -> Account | None:
         if not record.account_id:

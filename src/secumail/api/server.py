@@ -1,0 +1,108 @@
+"""The API application and its HTTPS listeners (uvicorn inside the gateway's event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from secumail import __version__
+from secumail.api import problems
+from secumail.api.context import ApiContext
+from secumail.api.routes_admin import router as admin_router
+from secumail.api.routes_messages import router as messages_router
+from secumail.api.routes_ops import router as ops_router
+from secumail.errors import ConfigError
+
+log = logging.getLogger("secumail.api")
+
+DESCRIPTION = """Send mail that is delivered over an encrypted, authenticated route — or not
+at all — and learn why. Authenticate with OAuth 2 client credentials at `/oauth/token`
+(scopes: messages:send, messages:read, domains:manage, webhooks:manage,
+suppressions:manage) and send the access token as `Authorization: Bearer …`. Errors are
+RFC 9457 problem documents."""
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Secumail API",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    app.add_exception_handler(problems.ApiProblem, problems.on_api_problem)
+    app.add_exception_handler(RequestValidationError, problems.on_validation)
+    app.add_exception_handler(StarletteHTTPException, problems.on_http)
+    app.add_exception_handler(Exception, problems.on_unexpected)
+    app.include_router(ops_router)
+    app.include_router(messages_router)
+    app.include_router(admin_router)
+    return app
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    if entry.startswith("["):
+        host, _, port = entry[1:].partition("]:")
+        return host, int(port)
+    host, _, port = entry.rpartition(":")
+    return host, int(port)
+
+
+class ApiServer:
+    """One uvicorn server per `api.listen` address, served in the running loop."""
+
+    def __init__(
+        self, app: FastAPI, listen: list[str], *, cert_file: Any, key_file: Any, plain_http: bool
+    ) -> None:
+        self.servers: list[uvicorn.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        for entry in listen:
+            host, port = _host_port(entry)
+            if plain_http and not (host.startswith("127.") or host in ("::1", "localhost")):
+                raise ConfigError(f"api.plain_http is allowed on loopback only, not {entry}")
+            tls = (
+                {} if plain_http else {"ssl_certfile": str(cert_file), "ssl_keyfile": str(key_file)}
+            )
+            config = uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                server_header=False,
+                proxy_headers=False,
+                timeout_graceful_shutdown=3,  # idle TLS keep-alives must not hold up SIGTERM
+                **tls,
+            )
+            self.servers.append(uvicorn.Server(config))
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for server in self.servers:
+            # Server._serve: serve() would take over SIGTERM/SIGINT, which the gateway owns.
+            self._tasks.append(loop.create_task(server._serve()))
+        for server in self.servers:
+            while not server.started:
+                if any(t.done() for t in self._tasks):
+                    for t in self._tasks:
+                        if t.done() and t.exception():
+                            raise ConfigError(f"cannot start the API: {t.exception()}")
+                    raise ConfigError("cannot start the API (see the log)")
+                await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)

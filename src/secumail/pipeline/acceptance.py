@@ -1,0 +1,181 @@
+"""Accepting a message from a customer, whichever door it came in (SMTP or the REST API).
+
+One set of rules: the envelope sender and the single From: header must be in a verified
+domain of the account (closed network); suppressed recipients are refused; size and
+recipient limits hold; then the intake makes it durable. A refusal carries both its SMTP
+reply (code, enhanced code) and an HTTP status, so each door answers in its own terms.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from secumail.errors import AdmissionRefused, SecumailError
+from secumail.mail.address import Address
+from secumail.mail.headers import HeaderError, parse_header_section, single_from_address
+from secumail.mail.ids import new_message_id
+from secumail.pipeline.intake import Intake
+from secumail.store.metadata import MetadataStore
+from secumail.store.records import Account, NewMessage
+from secumail.store.suppressions import SuppressionStore
+
+log = logging.getLogger("secumail.submission")
+
+DOMAIN_CACHE_TTL = 5.0
+
+
+class Refusal(Exception):
+    """Why a message (or one recipient) is not accepted."""
+
+    def __init__(self, code: int, enhanced: str, text: str, *, http: int, field: str = "") -> None:
+        super().__init__(text)
+        self.code, self.enhanced, self.text, self.http, self.field = (
+            code,
+            enhanced,
+            text,
+            http,
+            field,
+        )
+
+
+@dataclass(slots=True)
+class Submission:
+    account: Account
+    mail_from: Address
+    recipients: list[Address]
+    message: bytes
+    via: str  # "ESMTPSA" | "HTTPS"
+    smtputf8: bool = False
+    requiretls: bool = False
+    metadata: dict | None = None
+
+
+class MessageAcceptor:
+    def __init__(
+        self,
+        store: MetadataStore,
+        intake: Intake,
+        suppressions: SuppressionStore,
+        *,
+        hostname: str,
+        max_message_size: int,
+        max_recipients: int,
+    ) -> None:
+        self.store = store
+        self.intake = intake
+        self.suppressions = suppressions
+        self.hostname = hostname
+        self.max_message_size = max_message_size
+        self.max_recipients = max_recipients
+        self._domains: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def verified_domains(self, account_id: str) -> frozenset[str]:
+        hit = self._domains.get(account_id)
+        if hit is not None and time.monotonic() - hit[0] < DOMAIN_CACHE_TTL:
+            return hit[1]
+        domains = await self.store.verified_domains(account_id)
+        self._domains[account_id] = (time.monotonic(), domains)
+        return domains
+
+    async def check_sender(self, account_id: str, address: Address | None) -> None:
+        if address is None:
+            raise Refusal(
+                550, "5.7.1", "Null sender not allowed for submission", http=422, field="from"
+            )
+        if address.domain not in await self.verified_domains(account_id):
+            raise Refusal(
+                550,
+                "5.7.1",
+                f"Sender domain {address.domain} is not a verified domain of your account",
+                http=403,
+                field="from",
+            )
+
+    async def check_recipient(self, account_id: str, address: Address) -> None:
+        found = await self.suppressions.find(account_id, str(address))
+        if found is not None:
+            raise Refusal(
+                550,
+                "5.7.1",
+                f"Recipient {address} is suppressed ({found.origin}: {found.reason}); remove the "
+                "suppression to send again",
+                http=422,
+                field="to",
+            )
+
+    async def full(self) -> bool:
+        return await self.intake.full()
+
+    async def accept(self, sub: Submission) -> str:
+        """Check everything and queue the message durably; its id. Raises Refusal."""
+        if len(sub.message) > self.max_message_size:
+            raise Refusal(552, "5.3.4", "Message size exceeds fixed maximum message size", http=413)
+        if not sub.recipients:
+            raise Refusal(554, "5.5.1", "No valid recipients", http=422, field="to")
+        if len(sub.recipients) > self.max_recipients:
+            raise Refusal(452, "4.5.3", "Too many recipients", http=422, field="to")
+        await self.check_sender(sub.account.id, sub.mail_from)
+        for rcpt in sub.recipients:
+            await self.check_recipient(sub.account.id, rcpt)
+        try:
+            section = parse_header_section(sub.message)
+            author = single_from_address(section)
+        except HeaderError as exc:
+            raise Refusal(550, "5.7.1", f"Message refused: {exc}", http=422, field="from") from exc
+        if author.domain not in await self.verified_domains(sub.account.id):
+            raise Refusal(
+                550,
+                "5.7.1",
+                f"From: domain {author.domain} is not a verified domain of your account",
+                http=403,
+                field="from",
+            )
+        message_id = new_message_id()
+        trace = (
+            f"Received: by {self.hostname} (Secumail) with {sub.via} id {message_id};\r\n"
+            f"\t{format_datetime(datetime.now(UTC))}\r\n"
+        ).encode("ascii")
+        record = NewMessage(
+            id=message_id,
+            account_id=sub.account.id,
+            mail_from=str(sub.mail_from),
+            recipients=[str(r) for r in sub.recipients],
+            size=len(sub.message),
+            header_from=str(author),
+            message_id_header=section.first("Message-ID"),
+            subject=section.first("Subject") if sub.account.store_subject else None,
+            smtputf8=sub.smtputf8,
+            requiretls=sub.requiretls,
+            api_metadata=sub.metadata or None,
+            # RFC 8689 §4.1: with REQUIRETLS the TLS-Required field is ignored; without it,
+            # "No" is honoured only for accounts allowed to relax TLS.
+            tls_required_no=(
+                not sub.requiretls
+                and sub.account.allow_relaxed_tls
+                and (section.first("TLS-Required") or "").strip().lower() == "no"
+            ),
+        )
+        try:
+            await self.intake.accept(record, trace + sub.message)
+        except AdmissionRefused as exc:
+            raise Refusal(
+                451, "4.3.2", "System busy: queue full, try again later", http=503
+            ) from exc
+        except SecumailError as exc:
+            log.exception("cannot queue message from account %s", sub.account.id)
+            raise Refusal(
+                451, "4.3.0", "Temporary local problem, try again later", http=503
+            ) from exc
+        log.info(
+            "accepted %s from account %s via %s: %d recipient(s), %d octets",
+            message_id,
+            sub.account.id,
+            sub.via,
+            len(record.recipients),
+            record.size,
+        )
+        return message_id
