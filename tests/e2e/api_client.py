@@ -24,7 +24,9 @@ class Api:
 
     def login(self, account: str, *scopes: str) -> Api:
         client_id, secret = self.credential(account, *scopes)
-        r = self.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+        r = self.client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+        )
         assert r.status_code == 200, r.text
         self.token = r.json()["access_token"]
         return self
@@ -46,7 +48,9 @@ class Api:
 def problem(r: httpx.Response, status: int) -> dict:
     """Assert an RFC 9457 problem document with `status`; return it."""
     assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers["content-type"]
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers[
+        "content-type"
+    ]
     body = r.json()
     assert body["status"] == status and body["type"].startswith("https://") and body["detail"]
     return body

@@ -11,7 +11,12 @@ import pytest
 from tests.e2e.api_client import Api, problem
 from tests.e2e.world import Customer, GatewayProcess, World
 
-MSG = {"from": "Alice <alice@hospital.test>", "to": ["dr@clinic.test"], "subject": "Lab", "text": "private result"}
+MSG = {
+    "from": "Alice <alice@hospital.test>",
+    "to": ["dr@clinic.test"],
+    "subject": "Lab",
+    "text": "private result",
+}
 
 
 @pytest.fixture
@@ -33,18 +38,37 @@ def wait_status(api: Api, qid: str, wanted: set[str], timeout: float = 20) -> di
 def test_token_endpoint_follows_rfc_6749(gateway: GatewayProcess, customer: Customer) -> None:
     api = Api(gateway)
     client_id, secret = api.credential("Ziekenhuis", "messages:read")
-    ok = api.client.post("/oauth/token", data={"grant_type": "client_credentials", "client_id": client_id,
-                                              "client_secret": secret})
+    ok = api.client.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
     assert ok.status_code == 200 and ok.headers["cache-control"] == "no-store"
     body = ok.json()
-    assert body["token_type"] == "Bearer" and body["scope"] == "messages:read" and body["expires_in"] > 0
-    wrong = problem(api.client.post("/oauth/token", data={"grant_type": "client_credentials"},
-                                    auth=(client_id, "wrong")), 401)
+    assert (
+        body["token_type"] == "Bearer"
+        and body["scope"] == "messages:read"
+        and body["expires_in"] > 0
+    )
+    wrong = problem(
+        api.client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, "wrong")
+        ),
+        401,
+    )
     assert wrong["error"] == "invalid_client"
-    grant = problem(api.client.post("/oauth/token", data={"grant_type": "password"}, auth=(client_id, secret)), 400)
+    grant = problem(
+        api.client.post("/oauth/token", data={"grant_type": "password"}, auth=(client_id, secret)),
+        400,
+    )
     assert grant["error"] == "unsupported_grant_type"
-    scope = problem(api.client.post("/oauth/token", data={"grant_type": "client_credentials",
-                                                          "scope": "messages:send"}, auth=(client_id, secret)), 400)
+    scope = problem(
+        api.client.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "messages:send"},
+            auth=(client_id, secret),
+        ),
+        400,
+    )
     assert scope["error"] == "invalid_scope"
 
 
@@ -53,8 +77,15 @@ def test_send_structured_then_read_status_attempts_and_evidence(api: Api, world:
     r = api.post("/v1/messages", json={**MSG, "metadata": {"case": "42"}})
     assert r.status_code == 202, r.text
     body = r.json()
-    assert body["recipients"] == [{"address": "dr@clinic.test", "status": "queued", "reply": None,
-                                   "enhanced": None, "attempts": 0}]
+    assert body["recipients"] == [
+        {
+            "address": "dr@clinic.test",
+            "status": "queued",
+            "reply": None,
+            "enhanced": None,
+            "attempts": 0,
+        }
+    ]
     got = mx.wait_for(1)[0]
     parsed = email.message_from_bytes(got.data)
     assert parsed["Subject"] == "Lab" and "DKIM-Signature" in parsed
@@ -71,8 +102,10 @@ def test_send_structured_then_read_status_attempts_and_evidence(api: Api, world:
 
 def test_raw_mime_with_bcc_is_sent_without_the_bcc_field(api: Api, world: World) -> None:
     mx = world.domain("clinic.test")
-    raw = (b"From: alice@hospital.test\r\nTo: a@clinic.test\r\nBcc: secret@clinic.test\r\n"
-           b"Subject: raw\r\n\r\nbody\r\n")
+    raw = (
+        b"From: alice@hospital.test\r\nTo: a@clinic.test\r\nBcc: secret@clinic.test\r\n"
+        b"Subject: raw\r\n\r\nbody\r\n"
+    )
     r = api.post("/v1/messages", content=raw, headers={"Content-Type": "message/rfc822"})
     assert r.status_code == 202, r.text
     got = mx.wait_for(1)[0]
@@ -87,8 +120,14 @@ def test_idempotency_key_never_sends_twice(api: Api, world: World) -> None:
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert again.headers.get("idempotent-replayed") == "true"
-    other = problem(api.post("/v1/messages", json={**MSG, "subject": "changed"},
-                             headers={"Idempotency-Key": "order-77"}), 422)
+    other = problem(
+        api.post(
+            "/v1/messages",
+            json={**MSG, "subject": "changed"},
+            headers={"Idempotency-Key": "order-77"},
+        ),
+        422,
+    )
     assert other["field"] == "Idempotency-Key"
     mx.wait_for(1)
     time.sleep(1.0)
@@ -178,8 +217,19 @@ def test_message_metadata_rejects_control_characters(api: Api) -> None:
 def test_attachments_are_carried(api: Api, world: World) -> None:
     mx = world.domain("clinic.test")
     pdf = b"%PDF-1.4 fake"
-    r = api.post("/v1/messages", json={**MSG, "attachments": [
-        {"filename": "uitslag.pdf", "content_type": "application/pdf", "content": base64.b64encode(pdf).decode()}]})
+    r = api.post(
+        "/v1/messages",
+        json={
+            **MSG,
+            "attachments": [
+                {
+                    "filename": "uitslag.pdf",
+                    "content_type": "application/pdf",
+                    "content": base64.b64encode(pdf).decode(),
+                }
+            ],
+        },
+    )
     assert r.status_code == 202, r.text
     parsed = email.message_from_bytes(mx.wait_for(1)[0].data)
     parts = [p for p in parsed.walk() if p.get_filename() == "uitslag.pdf"]

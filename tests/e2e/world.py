@@ -229,12 +229,20 @@ def make_message(sender: str, to: list[str], subject: str, text: str = "Hello,\r
     return (headers + "\r\n" + text).encode()
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def _toml(sections: dict[str, dict[str, Any]]) -> str:
     out = []
     for section, values in sections.items():
         out.append(f"[{section}]")
         for key, value in values.items():
-            out.append(f"{key} = {json.dumps(value)}")
+            out.append(f"{key} = {_toml_value(value)}")
         out.append("")
     return "\n".join(out)
 
