@@ -27,7 +27,7 @@ from secumail.pipeline.webhooks import UnsafeTarget, check_target
 from secumail.store.records import Domain
 
 router = APIRouter()
-ERRORS = error_responses(401, 403, 404, 422, 429)
+ERRORS = error_responses(400, 401, 403, 404, 422, 429)
 
 
 def _name(text: str, field: str = "name") -> str:
@@ -75,7 +75,7 @@ async def list_domains(
     status_code=201,
     response_model=DomainOut,
     tags=["domains"],
-    responses=error_responses(401, 403, 409, 422, 429),
+    responses=error_responses(400, 401, 403, 409, 422, 429),
 )
 async def add_domain(
     request: Request, body: DomainIn, who: Annotated[Caller, Depends(require("domains:manage"))]

@@ -70,7 +70,7 @@ async def _own_message(ctx: ApiContext, who: Caller, message_id: str) -> Message
     status_code=202,
     response_model=AcceptedOut,
     openapi_extra=SEND_BODY,
-    responses=error_responses(401, 403, 413, 415, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 503),
     summary="Send a message (JSON fields or raw MIME); Idempotency-Key makes retries safe",
 )
 async def send_message(

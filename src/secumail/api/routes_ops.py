@@ -102,7 +102,7 @@ async def token(request: Request) -> JSONResponse:
     "/v1/checks",
     response_model=ChecksOut,
     tags=["checks"],
-    responses=error_responses(401, 403, 422, 429),
+    responses=error_responses(400, 401, 403, 422, 429),
 )
 async def checks(
     request: Request, body: ChecksIn, who: Annotated[Caller, Depends(require("messages:send"))]
