@@ -234,3 +234,15 @@ def test_attachments_are_carried(api: Api, world: World) -> None:
     parsed = email.message_from_bytes(mx.wait_for(1)[0].data)
     parts = [p for p in parsed.walk() if p.get_filename() == "uitslag.pdf"]
     assert parts and parts[0].get_payload(decode=True) == pdf
+
+
+def test_message_list_pages_with_a_cursor_and_filters(api: Api, world: World) -> None:
+    world.domain("clinic.test")
+    ids = [api.post("/v1/messages", json={**MSG, "to": [f"p{i}@clinic.test"]}).json()["id"] for i in range(3)]
+    first = api.get("/v1/messages", params={"limit": 2}).json()
+    assert [m["id"] for m in first["items"]] == ids[::-1][:2], "newest first"
+    second = api.get("/v1/messages", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [m["id"] for m in second["items"]] == [ids[0]] and second["next_cursor"] is None
+    only = api.get("/v1/messages", params={"recipient": "p1@clinic.test"}).json()
+    assert [m["id"] for m in only["items"]] == [ids[1]]
+    problem(api.get("/v1/messages", params={"cursor": "%%%"}), 422)
