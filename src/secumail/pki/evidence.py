@@ -56,6 +56,7 @@ class EvidenceKey:
             raise ConfigError("the evidence key must be Ed25519")
         self._signer = signer
         self._public = public
+        self._jwk: dict[str, str] | None = None
 
     @classmethod
     def generate(cls) -> EvidenceKey:
@@ -85,8 +86,10 @@ class EvidenceKey:
 
     def public_jwk(self) -> dict[str, str]:
         """The public key as a JWK (RFC 8037 §2), `kid` = its RFC 7638 thumbprint."""
-        jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64url(self._raw_public())}
-        return {**jwk, "kid": jwk_thumbprint(jwk), "alg": ALG, "use": "sig"}
+        if self._jwk is None:
+            jwk = {"kty": "OKP", "crv": "Ed25519", "x": _b64url(self._raw_public())}
+            self._jwk = {**jwk, "kid": jwk_thumbprint(jwk), "alg": ALG, "use": "sig"}
+        return dict(self._jwk)
 
     def sign(self, data: bytes) -> bytes:
         return self._signer.sign(data, None)

@@ -305,7 +305,12 @@ class MetadataStore:
 
         return op
 
-    async def message(self, message_id: str) -> MessageRecord:
+    async def message(
+        self, message_id: str, *, history: bool = True, event_kinds: tuple[str, ...] = ()
+    ) -> MessageRecord:
+        """The message with its recipients; with `history` also every event and attempt,
+        else only the events of `event_kinds` (stages need little; displays need all)."""
+
         def op(c: sqlite3.Connection) -> MessageRecord | None:
             row = c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
             if row is None:
@@ -341,12 +346,23 @@ class MetadataStore:
                     "SELECT * FROM recipients WHERE message_id = ? ORDER BY rowid", (message_id,)
                 )
             ]
-            record.events = [
-                Event(e["at"], e["recipient"], e["kind"], json.loads(e["detail"]))
-                for e in c.execute(
+            if history:
+                events = c.execute(
                     "SELECT * FROM events WHERE message_id = ? ORDER BY id", (message_id,)
                 )
+            elif event_kinds:
+                marks = ",".join("?" * len(event_kinds))
+                events = c.execute(
+                    f"SELECT * FROM events WHERE message_id = ? AND kind IN ({marks}) ORDER BY id",  # noqa: S608
+                    (message_id, *event_kinds),
+                )
+            else:
+                events = []
+            record.events = [
+                Event(e["at"], e["recipient"], e["kind"], json.loads(e["detail"])) for e in events
             ]
+            if not history:
+                return record
             record.attempts = [
                 Attempt(
                     a["at"],

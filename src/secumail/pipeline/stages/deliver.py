@@ -22,15 +22,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 
 from secumail.errors import NotFound
 from secumail.mail.status import RecipientStatus
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
 from secumail.pipeline.stage import StageContext
-from secumail.store.records import Account, MessageRecord, RecipientUpdate
+from secumail.store.records import Account, MessageRecord, RecipientState, RecipientUpdate
 
 log = logging.getLogger("secumail.deliver")
+
+
+def _apply(states: list[RecipientState], updates: list[RecipientUpdate]) -> list[RecipientState]:
+    """The recipients as the store now holds them (saves reading them back)."""
+    by_address = {u.address: u for u in updates}
+    out = []
+    for r in states:
+        u = by_address.get(r.address)
+        out.append(
+            r
+            if u is None
+            else replace(
+                r,
+                status=u.status,
+                reply=u.reply or r.reply,
+                enhanced=u.enhanced or r.enhanced,
+                attempts=r.attempts + int(u.count_attempt),
+            )
+        )
+    return out
 
 
 class DeliverStage:
@@ -55,24 +76,31 @@ class DeliverStage:
 
     async def handle(self, job: Job) -> StageResult:
         store = self.ctx.store
-        record = await store.message(job.message_id)
+        record = await store.message(job.message_id, history=False)
         pending = [r for r in record.recipients if not r.status.is_final]
+        finish = [store.finish_message_op(record.id), self.ctx.bodies.destroy_op(record.id)]
         if pending:
-            await self._deliver(record, pending)
-            record = await store.message(record.id)
-        if any(not r.status.is_final for r in record.recipients):
-            return await self._defer(record, job)
-        await store.db.run(
-            lambda c: (
-                store.finish_message_op(record.id)(c),
-                self.ctx.bodies.destroy_op(record.id)(c),
+            updates, attempts, ops, remember = await self._deliver(record, pending)
+            record.recipients = _apply(record.recipients, updates)
+            final = all(r.status.is_final for r in record.recipients)
+            # One transaction: outcomes, attempts, evidence, counters — and, when the
+            # message is done, its end and the crypto-shredding of its body.
+            await store.record_outcome(
+                record.id, updates, attempts=attempts, also=ops + (finish if final else [])
             )
-        )
+            for domain, method in remember:
+                await self.domains.remember(domain, method)
+        else:
+            final = True
+            await store.db.run(lambda c: [op(c) for op in finish])
+        if not final:
+            return await self._defer(record, job)
         if record.mail_from and any(r.status.is_failure for r in record.recipients):
             return StageResult.go_on({"kind": "failed"})
         return StageResult.done()
 
-    async def _deliver(self, record: MessageRecord, pending: list) -> None:
+    async def _deliver(self, record: MessageRecord, pending: list):
+        """(updates, attempts, store ops, domains to remember) of one delivery round."""
         body = await self.ctx.bodies.get(record.id)
         account = await self._account(record)
         by_domain: dict[str, list[str]] = {}
@@ -91,23 +119,20 @@ class DeliverStage:
         ]
         kid = self.ctx.evidence_key.public_jwk()["kid"]
         updates = self._expire_if_too_old(record, [u for rep in reports for u in rep.updates])
-        await self.ctx.store.record_outcome(
-            record.id,
-            updates,
-            attempts=[a for rep in reports for a in rep.attempts],
-            also=[
-                *(
-                    self.ctx.signing.put_evidence_op(record.id, rcpt, token, kid)
-                    for rep in reports
-                    for rcpt, token in rep.evidence
-                ),
-                *(op for rep in reports for op in rep.tlsrpt),
-                *self._suppress_hard_bounces(record, updates),
-            ],
-        )
-        for domain, rep in zip(by_domain, reports, strict=True):
-            if rep.remember is not None:
-                await self.domains.remember(domain, rep.remember)
+        ops = [
+            *(
+                self.ctx.signing.put_evidence_op(record.id, rcpt, token, kid)
+                for rep in reports
+                for rcpt, token in rep.evidence
+            ),
+            *(op for rep in reports for op in rep.tlsrpt),
+            *self._suppress_hard_bounces(record, updates),
+        ]
+        attempts = [a for rep in reports for a in rep.attempts]
+        remember = [
+            (d, rep.remember) for d, rep in zip(by_domain, reports, strict=True) if rep.remember
+        ]
+        return updates, attempts, ops, remember
 
     def _suppress_hard_bounces(self, record: MessageRecord, updates: list[RecipientUpdate]) -> list:
         """An address the recipient's server says does not exist (5.1.x) is suppressed for

@@ -26,7 +26,7 @@ class RouteStage:
         self.ctx = ctx
 
     async def handle(self, job: Job) -> StageResult:
-        record = await self.ctx.store.message(job.message_id)
+        record = await self.ctx.store.message(job.message_id, history=False)
         pending: dict[str, list[str]] = {}
         for r in record.recipients:
             if r.status is RecipientStatus.QUEUED:

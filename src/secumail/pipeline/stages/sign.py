@@ -60,7 +60,7 @@ class SignStage:
 
     async def handle(self, job: Job) -> StageResult:
         store = self.ctx.store
-        record = await store.message(job.message_id)
+        record = await store.message(job.message_id, history=False, event_kinds=("signed",))
         if any(e.kind == "signed" for e in record.events):
             return StageResult.go_on()
         pending = [r for r in record.recipients if not r.status.is_final]
