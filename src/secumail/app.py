@@ -20,8 +20,7 @@ from secumail.api.tokens import OidcVerifier, TokenError, TokenIssuer, jwks_from
 from secumail.config import Settings
 from secumail.errors import ConfigError
 from secumail.net.dns import Resolver
-from secumail.net.https_get import HttpsGetError
-from secumail.net.https_get import get as https_get
+from secumail.net.https_client import HttpsError, request
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
 from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
 from secumail.pipeline.acceptance import MessageAcceptor
@@ -230,10 +229,14 @@ class Services:
             if not addresses:
                 raise TokenError(f"cannot resolve {parts.hostname}")
             try:
-                status, _headers, body = await https_get(
-                    url, ssl_context=ctx, timeout=10, connect_to=(addresses[0], parts.port or 443)
+                status, _headers, body = await request(
+                    "GET",
+                    url,
+                    ssl_context=ctx,
+                    timeout=10,
+                    connect_to=(addresses[0], parts.port or 443),
                 )
-            except HttpsGetError as exc:
+            except HttpsError as exc:
                 raise TokenError(f"cannot fetch the issuer's keys: {exc}") from exc
             if status != 200:
                 raise TokenError(f"the issuer's JWKS answered HTTP {status}")

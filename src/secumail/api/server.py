@@ -21,6 +21,7 @@ from secumail.api.routes_admin import router as admin_router
 from secumail.api.routes_messages import router as messages_router
 from secumail.api.routes_ops import router as ops_router
 from secumail.errors import ConfigError
+from secumail.mail.endpoints import parse_host_port
 
 log = logging.getLogger("secumail.api")
 
@@ -68,14 +69,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     return app
 
 
-def _host_port(entry: str) -> tuple[str, int]:
-    if entry.startswith("["):
-        host, _, port = entry[1:].partition("]:")
-        return host, int(port)
-    host, _, port = entry.rpartition(":")
-    return host, int(port)
-
-
 class ApiServer:
     """One uvicorn server per `api.listen` address, served in the running loop."""
 
@@ -85,7 +78,7 @@ class ApiServer:
         self.servers: list[uvicorn.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         for entry in listen:
-            host, port = _host_port(entry)
+            host, port = parse_host_port(entry)
             if plain_http and not (host.startswith("127.") or host in ("::1", "localhost")):
                 raise ConfigError(f"api.plain_http is allowed on loopback only, not {entry}")
             tls = (

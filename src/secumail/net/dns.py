@@ -18,17 +18,11 @@ import dns.rdatatype
 import dns.resolver
 
 from secumail.errors import DnsPermanentError, DnsTemporaryError
+from secumail.mail.endpoints import parse_host_port
 
 
 def parse_nameserver(entry: str) -> tuple[str, int]:
-    entry = entry.strip()
-    if entry.startswith("["):
-        host, _, port = entry[1:].partition("]:")
-        return host.rstrip("]"), int(port or 53)
-    if entry.count(":") == 1:
-        host, port = entry.split(":")
-        return host, int(port)
-    return entry, 53
+    return parse_host_port(entry, 53)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from secumail.mail import reply as R
 from secumail.mail.address import Address
+from secumail.mail.endpoints import parse_host_port
 from secumail.mail.reply import Reply
 from secumail.mail.smtp_command import (
     MAX_AUTH_LINE,
@@ -471,14 +472,6 @@ class SubmissionSession:
         self.send(Reply(214, "2.0.0", "See RFC 5321"))
 
 
-def _parse_listen(entry: str) -> tuple[str, int]:
-    if entry.startswith("["):
-        host, _, port = entry[1:].partition("]:")
-        return host, int(port)
-    host, _, port = entry.rpartition(":")
-    return host, int(port)
-
-
 class SubmissionServer:
     """Listeners for STARTTLS (`listen`) and implicit TLS (`listen_tls`), and their sessions."""
 
@@ -504,7 +497,7 @@ class SubmissionServer:
         loop = asyncio.get_running_loop()
         for entries, implicit in ((listen, False), (listen_tls, True)):
             for entry in entries:
-                host, port = _parse_listen(entry)
+                host, port = parse_host_port(entry)
                 server = await loop.create_server(
                     lambda implicit=implicit: Channel(lambda ch: self._session(ch, implicit)),
                     host or None,

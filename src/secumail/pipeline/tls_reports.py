@@ -29,7 +29,7 @@ from secumail.mail.tlsrpt import (
     report_message,
 )
 from secumail.net.dns import Resolver
-from secumail.net.https_post import post
+from secumail.net.https_client import HttpsError, request
 from secumail.net.tls import verifying_client_context
 from secumail.pipeline.intake import Intake
 from secumail.store.records import NewMessage
@@ -142,14 +142,18 @@ class TlsReporter:
             if self.https_port is not None:
                 addresses = await self.resolver.addresses(host)
                 connect_to = (addresses[0], self.https_port) if addresses else None
-            status = await post(
-                rua,
-                gzip_report(report.to_json()),
-                "application/tlsrpt+gzip",
-                ssl_context=self.ssl_context,
-                timeout=self.timeout,
-                connect_to=connect_to,
-            )
+            try:
+                status, _h, _b = await request(
+                    "POST",
+                    rua,
+                    body=gzip_report(report.to_json()),
+                    content_type="application/tlsrpt+gzip",
+                    ssl_context=self.ssl_context,
+                    timeout=self.timeout,
+                    connect_to=connect_to,
+                )
+            except HttpsError as exc:
+                raise DeliveryError(str(exc), permanent=False) from exc
             if not 200 <= status < 300:
                 raise DeliveryError(f"HTTP {status}", permanent=False)
             return f"{rua}: HTTP {status}"

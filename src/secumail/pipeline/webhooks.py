@@ -23,9 +23,9 @@ import logging
 import time
 from urllib.parse import urlsplit
 
-from secumail.errors import DeliveryError, DnsError
+from secumail.errors import DnsError
 from secumail.net.dns import Resolver
-from secumail.net.https_post import post
+from secumail.net.https_client import HttpsError, request
 from secumail.net.tls import verifying_client_context
 from secumail.store.webhooks import WebhookDelivery, WebhookStore
 
@@ -157,10 +157,11 @@ class WebhookDispatcher:
             addresses = await self.resolver.addresses(host)
             check_target(hook.url, addresses, allow_private=self.allow_private)
             port = self.port_override or urlsplit(hook.url).port or 443
-            status = await post(
+            status, _h, _b = await request(
+                "POST",
                 hook.url,
-                body,
-                "application/json",
+                body=body,
+                content_type="application/json",
                 ssl_context=self.ssl_context,
                 timeout=self.timeout,
                 connect_to=(addresses[0], port),
@@ -173,8 +174,8 @@ class WebhookDispatcher:
             ok, error = 200 <= status < 300, None if 200 <= status < 300 else f"HTTP {status}"
         except (UnsafeTarget, DnsError) as exc:
             status, ok, error = None, False, str(exc)
-        except DeliveryError as exc:
-            status, ok, error = None, False, exc.reason
+        except HttpsError as exc:
+            status, ok, error = None, False, str(exc)
         next_at = None
         if not ok and time.time() - d.created_at < GIVE_UP_AFTER:
             next_at = time.time() + BACKOFF[min(d.attempts, len(BACKOFF) - 1)]
