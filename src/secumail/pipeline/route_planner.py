@@ -17,6 +17,7 @@ from secumail.mail.secure_route import HostDns, Level, RouteMethod, RoutePlan, T
 from secumail.mail.tlsa import TlsaRecord
 from secumail.net.dns import MxAnswer, Resolver
 from secumail.pipeline.mta_sts_source import StsLookup, StsPolicySource
+from secumail.pipeline.ttl_cache import TtlCache
 from secumail.store.records import Account
 from secumail.store.routing import RoutingStore, TlsPolicyRow
 
@@ -46,9 +47,17 @@ class RoutePlanner:
         self.sts = sts
         self.routing = routing
         self.port = port
+        # Read on every message, changed rarely: operators' changes show within seconds.
+        self._strategies: TtlCache[TlsStrategy] = TtlCache(5.0)
+        self._memory: TtlCache = TtlCache(5.0)
 
     async def strategy(self, domain: str, account_id: str | None) -> TlsStrategy:
         """The most specific override: recipient domain, else account, else the default."""
+        return await self._strategies.get(
+            (domain, account_id), lambda: self._strategy(domain, account_id)
+        )
+
+    async def _strategy(self, domain: str, account_id: str | None) -> TlsStrategy:
         found = strategy_of(await self.routing.tls_policy("domain", domain))
         if found is None and account_id:
             found = strategy_of(await self.routing.tls_policy("account", account_id))
@@ -83,7 +92,7 @@ class RoutePlanner:
                 *(self._host(h.host, answer.secure, strategy) for h in answer.hosts)
             )
         )
-        memory = await self.routing.memory(domain)
+        memory = await self._memory.get(domain, lambda: self.routing.memory(domain))
         remembered = RouteMethod(memory.method) if memory is not None else None
         result = plan(
             domain,

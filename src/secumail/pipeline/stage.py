@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from secumail.config import Settings
+from secumail.errors import NotFound
 from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.ttl_cache import TtlCache
+from secumail.store.records import Account
 
 if TYPE_CHECKING:
     from secumail.net.dns import Resolver
@@ -43,6 +46,20 @@ class StageContext:
     connector: MxConnector
     suppressions: SuppressionStore
     extras: dict[str, Any] = field(default_factory=dict)
+    _accounts: TtlCache = field(default_factory=lambda: TtlCache(1.0))
+
+    async def account(self, account_id: str | None) -> Account | None:
+        """The account of a message (memoised for a second: a burst costs one read)."""
+        if not account_id:
+            return None
+
+        async def load() -> Account | None:
+            try:
+                return await self.store.get_account(account_id)
+            except NotFound:
+                return None
+
+        return await self._accounts.get(account_id, load)
 
 
 class Stage(Protocol):

@@ -24,12 +24,11 @@ import logging
 import time
 from dataclasses import replace
 
-from secumail.errors import NotFound
 from secumail.mail.status import RecipientStatus
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
 from secumail.pipeline.stage import StageContext
-from secumail.store.records import Account, MessageRecord, RecipientState, RecipientUpdate
+from secumail.store.records import MessageRecord, RecipientState, RecipientUpdate
 
 log = logging.getLogger("secumail.deliver")
 
@@ -102,7 +101,7 @@ class DeliverStage:
     async def _deliver(self, record: MessageRecord, pending: list):
         """(updates, attempts, store ops, domains to remember) of one delivery round."""
         body = await self.ctx.bodies.get(record.id)
-        account = await self._account(record)
+        account = await self.ctx.account(record.account_id)
         by_domain: dict[str, list[str]] = {}
         for r in pending:
             by_domain.setdefault(r.domain, []).append(r.address)
@@ -146,14 +145,6 @@ class DeliverStage:
             for u in updates
             if u.status is RecipientStatus.BOUNCED and (u.enhanced or "").startswith("5.1.")
         ]
-
-    async def _account(self, record: MessageRecord) -> Account | None:
-        if not record.account_id:
-            return None
-        try:
-            return await self.ctx.store.get_account(record.account_id)
-        except NotFound:
-            return None
 
     def _internal_error(
         self, record: MessageRecord, addresses: list[str], exc: BaseException

@@ -66,7 +66,7 @@ class SignStage:
         pending = [r for r in record.recipients if not r.status.is_final]
         if not pending:
             return StageResult.go_on()  # nothing left to deliver; deliver finishes it
-        account = await store.get_account(record.account_id) if record.account_id else None
+        account = await self.ctx.account(record.account_id)
         body = await self.ctx.bodies.get(record.id)
         body = add_missing_identity(body, self.hostname, record.id)
         signed_with: dict = {}
