@@ -281,9 +281,13 @@ class Services:
 class Gateway:
     """`secumail serve`: the submission server and the stage runners in one process."""
 
-    def __init__(self, settings: Settings, roles: set[str]) -> None:
+    def __init__(
+        self, settings: Settings, roles: set[str], *, worker: int = 0, workers: int = 1
+    ) -> None:
         self.settings = settings
         self.roles = roles
+        self.worker = worker  # this process's index among `workers` identical processes
+        self.workers = workers
         self.services = Services(settings)
         self.submission: SubmissionServer | None = None
         self.runners: list[StageRunner] = []
@@ -319,6 +323,7 @@ class Gateway:
                 server_context(s.cert_file, s.key_file),
                 max_connections=s.submission.max_connections,
             )
+            self.submission.reuse_port = self.workers > 1
             try:
                 await self.submission.listen(s.submission.listen, s.submission.listen_tls)
             except OSError as exc:
@@ -356,6 +361,7 @@ class Gateway:
                 cert_file=s.cert_file,
                 key_file=s.key_file,
                 plain_http=s.api.plain_http,
+                reuse_port=self.workers > 1,
             )
             await self.api.start()
             for server in self.api.servers:
@@ -371,9 +377,10 @@ class Gateway:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         tasks = [loop.create_task(r.run(), name=f"stage-{r.queue}") for r in self.runners]
-        if self.runners and self.settings.tlsrpt.enabled:
+        # Once per installation, not per worker: the first worker sends reports and webhooks.
+        if self.runners and self.worker == 0 and self.settings.tlsrpt.enabled:
             tasks.append(loop.create_task(self._daily_reports(), name="tlsrpt"))
-        if self.runners:
+        if self.runners and self.worker == 0:
             tasks.append(loop.create_task(self.services.webhook_dispatcher.run(), name="webhooks"))
         stopper = loop.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -41,6 +41,7 @@ class ServerSettings(_Section):
     hostname: str = Field(default_factory=socket.getfqdn)
     data_dir: Path = Path("var")
     log_level: str = "INFO"
+    workers: int = 1  # processes (`serve --workers`): up to the number of cores
 
 
 class SubmissionSettings(_Section):

@@ -132,3 +132,27 @@ def test_cli_executable_prints_json(gateway: GatewayProcess) -> None:
     out = gateway.cli_process("queue", "--json")
     assert out.returncode == 0, out.stderr
     assert '"route": 0' in out.stdout
+
+
+def test_two_worker_processes_share_the_port_and_the_queue(
+    make_gateway, dns: AuthoritativeDns, world: World
+) -> None:
+    gw = make_gateway(server__workers=2).start()
+    world.domain("hospital.test")
+    who = gw.onboard(dns, "Ziekenhuis", "hospital.test")
+    mx = world.domain("clinic.test")
+    assert gw.proc is not None
+    children = subprocess.run(["pgrep", "-P", str(gw.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 1, "one more worker process"
+    ids = [gw.send(who, [f"w{i}@clinic.test"]) for i in range(12)]
+    got = mx.wait_for(12, timeout=30)
+    for qid in ids:
+        gw.wait_status(qid, {"delivered"})
+    time.sleep(1.0)
+    assert len(mx.received) == 12 == len({tuple(m.rcpt_to) for m in got}), "each delivered exactly once"
+    assert "worker=1" in gw.log(), "the second worker ran"
+    assert gw.stop() == 0
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{children[0]}").exists(), "the second worker stopped too"

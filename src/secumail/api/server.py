@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from typing import Any
 
 import uvicorn
@@ -73,8 +74,16 @@ class ApiServer:
     """One uvicorn server per `api.listen` address, served in the running loop."""
 
     def __init__(
-        self, app: FastAPI, listen: list[str], *, cert_file: Any, key_file: Any, plain_http: bool
+        self,
+        app: FastAPI,
+        listen: list[str],
+        *,
+        cert_file: Any,
+        key_file: Any,
+        plain_http: bool,
+        reuse_port: bool = False,
     ) -> None:
+        self.reuse_port = reuse_port
         self.servers: list[uvicorn.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         for entry in listen:
@@ -102,7 +111,9 @@ class ApiServer:
         loop = asyncio.get_running_loop()
         for server in self.servers:
             # Server._serve: serve() would take over SIGTERM/SIGINT, which the gateway owns.
-            self._tasks.append(loop.create_task(server._serve()))
+            self._tasks.append(
+                loop.create_task(server._serve(sockets=[self._socket(server.config)]))
+            )
         for server in self.servers:
             while not server.started:
                 if any(t.done() for t in self._tasks):
@@ -111,6 +122,23 @@ class ApiServer:
                             raise ConfigError(f"cannot start the API: {t.exception()}")
                     raise ConfigError("cannot start the API (see the log)")
                 await asyncio.sleep(0.02)
+
+    def _socket(self, config: uvicorn.Config) -> socket.socket:
+        """The listening socket, made here so worker processes can share the port."""
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((config.host, config.port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(
+                f"cannot listen for the API on {config.host}:{config.port}: {exc}"
+            ) from exc
+        sock.listen(1024)
+        return sock
 
     async def stop(self) -> None:
         for server in self.servers:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from secumail.pki.ca import CertificateAuthority
 from secumail.pki.passwords import hash_secret, new_secret
 
 log = logging.getLogger("secumail")
+WORKER_ENV = "SECUMAIL_WORKER_INDEX"
 
 
 def init(settings: Settings, config_path: Path, as_json: bool, template: str) -> int:
@@ -55,17 +60,30 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
     return 0
 
 
-def serve(settings: Settings, roles: set[str]) -> int:
+def serve(settings: Settings, roles: set[str], workers: int = 1) -> int:
+    """Run the gateway. With `workers` > 1 the first process starts the others: identical
+    processes sharing the listening ports (SO_REUSEPORT) and the store, one per core."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    initialise(settings)
+    worker = int(os.environ.get(WORKER_ENV, "0"))
+    if worker == 0:
+        initialise(settings)
+    children: list[subprocess.Popen[bytes]] = []
+    if worker == 0 and workers > 1:
+        for i in range(1, workers):
+            env = {**os.environ, WORKER_ENV: str(i)}
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "secumail.cli.main", *sys.argv[1:]], env=env
+                )
+            )
 
     async def main() -> None:
-        gateway = Gateway(settings, roles)
+        gateway = Gateway(settings, roles, worker=worker, workers=workers)
         try:
             await gateway.start()
         except BaseException:
@@ -73,7 +91,16 @@ def serve(settings: Settings, roles: set[str]) -> int:
             raise
         await gateway.run_until_stopped()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
     return 0
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+
+WORKER = os.environ.get("SECUMAIL_WORKER_INDEX", "")
 
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         msg = record.getMessage().replace('"', "'").replace("\n", "\\n")
-        line = f'ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} logger={record.name} msg="{msg}"'
+        worker = f" worker={WORKER}" if WORKER else ""
+        line = (
+            f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()}{worker} "
+            f'logger={record.name} msg="{msg}"'
+        )
         if record.exc_info:
             line += (
                 ' exc="'

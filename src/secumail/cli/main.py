@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="what to run: all (default), submission, api, stages, or a stage name; repeatable",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes sharing the ports and the store (default: server.workers)",
+    )
 
     account = sub.add_parser("account", help="customer accounts").add_subparsers(
         dest="action", required=True
@@ -156,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         settings, config_path = _settings(args)
         if args.command == "serve":
             configure_logging(settings.server.log_level)
-            return admin.serve(settings, set(args.role or ["all"]))
+            return admin.serve(
+                settings, set(args.role or ["all"]), args.workers or settings.server.workers
+            )
         logging.basicConfig(level=logging.WARNING)  # no-op when the host configured logging
         if args.command == "init":
             return admin.init(settings, config_path, args.json, DEFAULT_CONFIG)

@@ -488,6 +488,7 @@ class SubmissionServer:
         self.tls_context = tls_context
         self.max_connections = max_connections
         self.closing = False
+        self.reuse_port = False
         self.sessions: set[SubmissionSession] = set()
         self._drained = asyncio.Event()
         self._servers: list[asyncio.base_events.Server] = []
@@ -506,6 +507,9 @@ class SubmissionServer:
                     ssl_handshake_timeout=30.0 if implicit else None,
                     backlog=1024,
                     reuse_address=True,
+                    # Several worker processes listen on the same port; the kernel spreads
+                    # connections over them (SO_REUSEPORT).
+                    reuse_port=self.reuse_port,
                 )
                 self._servers.append(server)
                 for sock in server.sockets:
