@@ -74,6 +74,10 @@ class DataReceiver:
     def _has_bare_line_ending(self, window: bytes) -> bool:
         # window[0] is the last octet already judged; a CR at the very end waits for
         # the next chunk to tell whether an LF follows.
+        body = window[1:]
+        pairs = body.count(b"\r\n")
+        if window[:1] != b"\r" and body.count(b"\r") == pairs == body.count(b"\n"):
+            return False  # every CR and LF of the chunk pair up (three C-speed counts)
         for m in _BARE.finditer(window):
             if m.start() == 0 and window[:1] == b"\n":
                 continue
