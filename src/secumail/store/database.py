@@ -120,21 +120,14 @@ class Database:
                 return
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple[Callable, Future]]) -> None:
-        results: list[tuple[Future, Any, BaseException | None]] = []
+        """All of `batch` in one transaction. The common case runs the operations plainly;
+        when one of them fails, the batch is rolled back and run again with a SAVEPOINT
+        around each operation, so only the failing caller gets its error."""
+        results: list[tuple[Future, Any, BaseException | None]] | None = None
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = fn(conn)
-                except Exception as exc:  # noqa: BLE001 - handed to that caller, not swallowed
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((future, None, _translate(exc)))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((future, value, None))
-            conn.execute("COMMIT")
+            results = self._attempt(conn, batch, isolate=False)
+            if results is None:
+                results = self._attempt(conn, batch, isolate=True)
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -143,6 +136,7 @@ class Database:
                 if not future.done():
                     future.set_exception(error)
             return
+        assert results is not None
         self.batches += 1
         self.operations += len(batch)
         for future, value, error in results:
@@ -150,6 +144,32 @@ class Database:
                 future.set_exception(error)
             else:
                 future.set_result(value)
+
+    def _attempt(
+        self, conn: sqlite3.Connection, batch: list[tuple[Callable, Future]], *, isolate: bool
+    ) -> list[tuple[Future, Any, BaseException | None]] | None:
+        """Run and commit the batch; None (rolled back) when an operation failed and
+        `isolate` is off."""
+        results: list[tuple[Future, Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, future in batch:
+            if isolate:
+                conn.execute("SAVEPOINT op")
+            try:
+                value = fn(conn)
+            except Exception as exc:  # noqa: BLE001 - handed to that caller, not swallowed
+                if not isolate:
+                    conn.execute("ROLLBACK")
+                    return None
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                results.append((future, None, _translate(exc)))
+            else:
+                if isolate:
+                    conn.execute("RELEASE op")
+                results.append((future, value, None))
+        conn.execute("COMMIT")
+        return results
 
     async def checkpoint(self) -> None:
         """Fold the WAL into the database so deleted secrets leave the log file too."""
