@@ -50,6 +50,7 @@ class EmbeddedBus:
         self.lease = lease
         self._events: dict[str, asyncio.Event] = {}
         self._depths: dict[str, int] = {}
+        self._ready = 0
         self._depths_at = 0.0
 
     def _event(self, queue: str) -> asyncio.Event:
@@ -62,6 +63,7 @@ class EmbeddedBus:
         for p in publishes:
             self._depths[p.queue] = self._depths.get(p.queue, 0) + 1
             if p.delay <= 0:
+                self._ready += 1
                 self._event(p.queue).set()
 
     def publish_op(self, publish: Publish, also: list[Op]) -> Op:
@@ -126,6 +128,7 @@ class EmbeddedBus:
 
         await self.db.run(op)
         self._depths[claimed.queue] = max(0, self._depths.get(claimed.queue, 1) - 1)
+        self._ready = max(0, self._ready - 1)
         self.announce(then)
 
     async def retry(self, claimed: Claimed, delay: float, payload: dict | None = None) -> None:
@@ -157,15 +160,23 @@ class EmbeddedBus:
         await self.db.run(op)
 
     async def depths(self) -> dict[str, int]:
+        """Jobs per queue; also counts the work that is ready now (not waiting to retry)."""
         rows = await self.db.run(
-            lambda c: c.execute("SELECT queue, COUNT(*) FROM jobs GROUP BY queue").fetchall()
+            lambda c: c.execute(
+                "SELECT queue, COUNT(*), TOTAL(available_at <= ?) FROM jobs GROUP BY queue", (time.time(),)
+            ).fetchall()
         )
         self._depths = {r[0]: r[1] for r in rows}
+        self._ready = int(sum(r[2] for r in rows))
         self._depths_at = time.monotonic()
         return dict(self._depths)
 
     async def over_bound(self, queue: str) -> bool:
-        """Admission control: is `queue` at or over its bound? (Counts refreshed 5×/s.)"""
+        """Admission control for the intake (`queue`): is the work ready for the stages —
+        in every queue, not counting deferred retries — at or over the bound? Bounding
+        what is in flight bounds how long an accepted message waits under overload, while
+        a long queue of retries (a recipient's MX down) does not close the door.
+        (Counts refreshed 5×/s.)"""
         if time.monotonic() - self._depths_at > DEPTH_CACHE:
             await self.depths()
-        return self._depths.get(queue, 0) >= self.bound
+        return self._ready >= self.bound
