@@ -114,7 +114,12 @@ class Services:
         self.signing = SigningStore(self.db)
         self.keyring = DkimKeyring(self.signing, master)
         self._master = master
-        self.bus = EmbeddedBus(self.db, bound=settings.bus.queue_bound, lease=settings.bus.lease)
+        self.bus = EmbeddedBus(
+            self.db,
+            bound=settings.bus.queue_bound,
+            lease=settings.bus.lease,
+            max_wait=settings.bus.max_wait,
+        )
         self.resolver = Resolver(
             settings.dns.nameservers, settings.dns.timeout, trust_ad=settings.dns.trust_ad
         )

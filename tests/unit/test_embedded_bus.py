@@ -265,3 +265,22 @@ def test_wait_returns_when_a_job_is_due(db: Database) -> None:
         await asyncio.wait_for(bus.wait("route", LONG), 10)
 
     run(main)
+
+
+def test_over_bound_when_work_waits_too_long(db: Database) -> None:
+    # Admission by queueing delay: a job left waiting longer than max_wait closes the
+    # intake even far below the count bound; a job in a worker's hands does not count.
+    bus = EmbeddedBus(db, bound=1000, lease=LONG, max_wait=0.05)
+
+    async def main() -> None:
+        await bus.publish("sign", Job("M0"))
+        bus._depths_at = 0
+        assert not await bus.over_bound("route")
+        await asyncio.sleep(0.1)
+        bus._depths_at = 0
+        assert await bus.over_bound("route"), "waited 0.1 s for a worker, more than 0.05"
+        await bus.claim("sign", 1)
+        bus._depths_at = 0
+        assert not await bus.over_bound("route"), "claimed: being worked on"
+
+    run(main)

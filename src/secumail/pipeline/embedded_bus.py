@@ -44,13 +44,15 @@ def _insert(c: sqlite3.Connection, p: Publish, now: float) -> None:
 
 
 class EmbeddedBus:
-    def __init__(self, db: Database, *, bound: int, lease: float) -> None:
+    def __init__(self, db: Database, *, bound: int, lease: float, max_wait: float = 0.0) -> None:
+        self.max_wait = max_wait
         self.db = db
         self.bound = bound
         self.lease = lease
         self._events: dict[str, asyncio.Event] = {}
         self._depths: dict[str, int] = {}
         self._ready = 0
+        self._oldest_wait = 0.0
         self._depths_at = 0.0
 
     def _event(self, queue: str) -> asyncio.Event:
@@ -161,13 +163,19 @@ class EmbeddedBus:
 
     async def depths(self) -> dict[str, int]:
         """Jobs per queue; also counts the work that is ready now (not waiting to retry)."""
+        now = time.time()
         rows = await self.db.run(
             lambda c: c.execute(
-                "SELECT queue, COUNT(*), TOTAL(available_at <= ?) FROM jobs GROUP BY queue", (time.time(),)
+                "SELECT queue, COUNT(*), TOTAL(available_at <= ?),"
+                " MIN(CASE WHEN available_at <= ? AND lease_until <= ? THEN available_at END)"
+                " FROM jobs GROUP BY queue",
+                (now, now, now),
             ).fetchall()
         )
         self._depths = {r[0]: r[1] for r in rows}
         self._ready = int(sum(r[2] for r in rows))
+        waiting_since = [r[3] for r in rows if r[3] is not None]
+        self._oldest_wait = now - min(waiting_since) if waiting_since else 0.0
         self._depths_at = time.monotonic()
         return dict(self._depths)
 
@@ -179,4 +187,8 @@ class EmbeddedBus:
         (Counts refreshed 5×/s.)"""
         if time.monotonic() - self._depths_at > DEPTH_CACHE:
             await self.depths()
-        return self._ready >= self.bound
+        # Also by time: a job that has waited longer than max_wait for a worker means
+        # the stages are behind; refusing now keeps accepted messages' delay bounded.
+        return self._ready >= self.bound or (
+            self.max_wait > 0 and self._oldest_wait > self.max_wait
+        )
