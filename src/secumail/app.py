@@ -119,6 +119,7 @@ class Services:
             bound=settings.bus.queue_bound,
             lease=settings.bus.lease,
             max_wait=settings.bus.max_wait,
+            queues=settings.pipeline.stages,
         )
         self.resolver = Resolver(
             settings.dns.nameservers, settings.dns.timeout, trust_ad=settings.dns.trust_ad

@@ -31,6 +31,7 @@ class Claimed:
     queue: str
     job: Job
     attempts: int
+    token: str = ""  # proves this claim still holds the job
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class Bus(Protocol):
 
     async def wait(self, queue: str, timeout: float) -> None: ...
 
-    async def settle(self, claimed: Claimed, then: list[Publish]) -> None: ...
+    async def settle(self, claimed: Claimed, then: list[Publish]) -> bool: ...
 
     async def retry(self, claimed: Claimed, delay: float, payload: dict | None = None) -> None: ...
 

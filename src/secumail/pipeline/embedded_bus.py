@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,8 +19,10 @@ from secumail.pipeline.bus import Claimed, Job, Publish
 from secumail.store.database import Database
 
 BUS_SCHEMA = [
+    # AUTOINCREMENT: an id is never reused, so nothing said about a finished job can
+    # touch the job that follows it.
     """CREATE TABLE IF NOT EXISTS jobs (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         queue TEXT NOT NULL,
         message_id TEXT NOT NULL,
         payload TEXT NOT NULL DEFAULT '{}',
@@ -28,6 +31,9 @@ BUS_SCHEMA = [
         attempts INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(queue, available_at)",
+    # The claim's token: renewing, settling or retrying a job needs the token of the claim
+    # that holds it (a worker whose lease ran out cannot touch a job claimed again since).
+    "ALTER TABLE jobs ADD COLUMN token TEXT NOT NULL DEFAULT ''",
 ]
 
 POLL = 1.0
@@ -44,8 +50,17 @@ def _insert(c: sqlite3.Connection, p: Publish, now: float) -> None:
 
 
 class EmbeddedBus:
-    def __init__(self, db: Database, *, bound: int, lease: float, max_wait: float = 0.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        bound: int,
+        lease: float,
+        max_wait: float = 0.0,
+        queues: list[str] | None = None,
+    ) -> None:
         self.max_wait = max_wait
+        self.queues = list(queues or [])
         self.db = db
         self.bound = bound
         self.lease = lease
@@ -84,29 +99,38 @@ class EmbeddedBus:
         self.announce([p])
 
     async def claim(self, queue: str, limit: int) -> list[Claimed]:
+        token = secrets.token_hex(8)
+
         def op(c: sqlite3.Connection) -> list[sqlite3.Row]:
             now = time.time()
             return c.execute(
-                "UPDATE jobs SET lease_until = ?, attempts = attempts + 1 WHERE id IN ("
+                "UPDATE jobs SET lease_until = ?, attempts = attempts + 1, token = ? WHERE id IN ("
                 " SELECT id FROM jobs WHERE queue = ? AND available_at <= ? AND lease_until <= ?"
                 " ORDER BY available_at, id LIMIT ?)"
                 " RETURNING id, message_id, payload, attempts",
-                (now + self.lease, queue, now, now, limit),
+                (now + self.lease, token, queue, now, now, limit),
             ).fetchall()
 
         self._event(queue).clear()
         rows = await self.db.run(op)
         return [
-            Claimed(r["id"], queue, Job(r["message_id"], json.loads(r["payload"])), r["attempts"])
+            Claimed(
+                r["id"], queue, Job(r["message_id"], json.loads(r["payload"])), r["attempts"], token
+            )
             for r in sorted(rows, key=lambda r: r["id"])
         ]
 
     async def next_due(self, queue: str) -> float | None:
+        """When the next unclaimed job of `queue` is due (walks the index from the front;
+        jobs in workers' hands come back through the regular poll)."""
+
         def op(c: sqlite3.Connection) -> float | None:
             row = c.execute(
-                "SELECT MIN(MAX(available_at, lease_until)) FROM jobs WHERE queue = ?", (queue,)
+                "SELECT available_at FROM jobs WHERE queue = ? AND lease_until <= ?"
+                " ORDER BY available_at LIMIT 1",
+                (queue, time.time()),
             ).fetchone()
-            return row[0]
+            return None if row is None else row[0]
 
         return await self.db.run(op)
 
@@ -119,31 +143,40 @@ class EmbeddedBus:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event(queue).wait(), timeout)
 
-    async def settle(self, claimed: Claimed, then: list[Publish], also: list[Op] = ()) -> None:
-        def op(c: sqlite3.Connection) -> None:
+    async def settle(self, claimed: Claimed, then: list[Publish], also: list[Op] = ()) -> bool:
+        """Remove the job and publish what follows, in one step; False (nothing done) when
+        this claim no longer holds the job (its lease ran out and it was claimed again)."""
+
+        def op(c: sqlite3.Connection) -> bool:
             now = time.time()
+            if not c.execute(
+                "DELETE FROM jobs WHERE id = ? AND token = ?", (claimed.id, claimed.token)
+            ).rowcount:
+                return False
             for fn in also:
                 fn(c)
-            c.execute("DELETE FROM jobs WHERE id = ?", (claimed.id,))
             for p in then:
                 _insert(c, p, now)
+            return True
 
-        await self.db.run(op)
+        if not await self.db.run(op):
+            return False
         self._depths[claimed.queue] = max(0, self._depths.get(claimed.queue, 1) - 1)
         self._ready = max(0, self._ready - 1)
         self.announce(then)
+        return True
 
     async def retry(self, claimed: Claimed, delay: float, payload: dict | None = None) -> None:
         def op(c: sqlite3.Connection) -> None:
             if payload is None:
                 c.execute(
-                    "UPDATE jobs SET available_at = ?, lease_until = 0 WHERE id = ?",
-                    (time.time() + delay, claimed.id),
+                    "UPDATE jobs SET available_at = ?, lease_until = 0 WHERE id = ? AND token = ?",
+                    (time.time() + delay, claimed.id, claimed.token),
                 )
             else:
                 c.execute(
-                    "UPDATE jobs SET available_at = ?, lease_until = 0, payload = ? WHERE id = ?",
-                    (time.time() + delay, json.dumps(payload), claimed.id),
+                    "UPDATE jobs SET available_at = ?, lease_until = 0, payload = ? WHERE id = ? AND token = ?",
+                    (time.time() + delay, json.dumps(payload), claimed.id, claimed.token),
                 )
 
         await self.db.run(op)
@@ -153,11 +186,14 @@ class EmbeddedBus:
     async def renew(self, claimed: list[Claimed]) -> None:
         if not claimed:
             return
-        ids = [c.id for c in claimed]
+        held = [(c.id, c.token) for c in claimed]
 
         def op(c: sqlite3.Connection) -> None:
             until = time.time() + self.lease
-            c.executemany("UPDATE jobs SET lease_until = ? WHERE id = ?", [(until, i) for i in ids])
+            c.executemany(
+                "UPDATE jobs SET lease_until = ? WHERE id = ? AND token = ?",
+                [(until, i, t) for i, t in held],
+            )
 
         await self.db.run(op)
 
@@ -179,6 +215,29 @@ class EmbeddedBus:
         self._depths_at = time.monotonic()
         return dict(self._depths)
 
+    async def _ready_counts(self) -> None:
+        """Ready work and the longest wait, by index range per stage queue: the cost does
+        not grow with the retries waiting further down the queues."""
+        now = time.time()
+        queues = self.queues or list(self._depths)
+
+        def op(c: sqlite3.Connection) -> tuple[int, float | None]:
+            ready, oldest = 0, None
+            for q in queues:
+                n, first = c.execute(
+                    "SELECT COUNT(*), MIN(CASE WHEN lease_until <= ? THEN available_at END)"
+                    " FROM jobs WHERE queue = ? AND available_at <= ?",
+                    (now, q, now),
+                ).fetchone()
+                ready += n
+                if first is not None and (oldest is None or first < oldest):
+                    oldest = first
+            return ready, oldest
+
+        self._ready, oldest = await self.db.run(op)
+        self._oldest_wait = now - oldest if oldest is not None else 0.0
+        self._depths_at = time.monotonic()
+
     async def over_bound(self, queue: str) -> bool:
         """Admission control for the intake (`queue`): is the work ready for the stages —
         in every queue, not counting deferred retries — at or over the bound? Bounding
@@ -186,7 +245,7 @@ class EmbeddedBus:
         a long queue of retries (a recipient's MX down) does not close the door.
         (Counts refreshed 5×/s.)"""
         if time.monotonic() - self._depths_at > DEPTH_CACHE:
-            await self.depths()
+            await self._ready_counts()
         # Also by time: a job that has waited longer than max_wait for a worker means
         # the stages are behind; refusing now keeps accepted messages' delay bounded.
         return self._ready >= self.bound or (

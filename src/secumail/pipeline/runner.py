@@ -97,19 +97,28 @@ class StageRunner:
             await self.bus.retry(claimed, delay)
             return
         self.handled += 1
+        settled = True
         if result.verdict is Verdict.CONTINUE and self.next_queue is not None:
             job = claimed.job
             if result.payload is not None:
                 job.payload = result.payload
-            await self.bus.settle(claimed, [Publish(self.next_queue, job)])
+            settled = await self.bus.settle(claimed, [Publish(self.next_queue, job)])
         elif result.verdict is Verdict.DEFER:
             await self.bus.retry(claimed, result.delay, result.payload)
         elif result.verdict is Verdict.REJECT and self.reject_queue not in (None, self.queue):
             job = claimed.job
             job.payload = {"kind": "failed"}
-            await self.bus.settle(claimed, [Publish(self.reject_queue, job)])
+            settled = await self.bus.settle(claimed, [Publish(self.reject_queue, job)])
         else:
-            await self.bus.settle(claimed, [])
+            settled = await self.bus.settle(claimed, [])
+        if not settled:
+            # The lease ran out while we worked and another worker has the job now; its
+            # stages are idempotent, so it finishes the work without a second message.
+            log.warning(
+                "stage %s message %s: lease lapsed, another worker took over",
+                self.queue,
+                claimed.job.message_id,
+            )
         log.debug(
             "stage %s message %s: %s in %.1f ms",
             self.queue,

@@ -42,6 +42,7 @@ class SubmissionPolicyImpl:
         self.throttle = throttle
         self._key = secrets.token_bytes(32)
         self._auth_cache: dict[bytes, float] = {}
+        self._hashing = asyncio.Semaphore(2)
 
     async def authenticate(
         self, username: str, password: str, client_ip: str
@@ -57,7 +58,8 @@ class SubmissionPolicyImpl:
             ok = True
         else:
             stored = cred.secret_hash if cred is not None else dummy_hash()
-            ok = await asyncio.to_thread(verify_secret, password, stored) and usable
+            async with self._hashing:  # scrypt takes 32 MiB each: a burst of logins queues
+                ok = await asyncio.to_thread(verify_secret, password, stored) and usable
         if not ok or cred is None:
             self.throttle.failed(client_ip, username)
             log.warning("auth failed for %s from %s", username[:64], client_ip)

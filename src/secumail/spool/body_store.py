@@ -16,6 +16,9 @@ from secumail.spool import sealing
 from secumail.store.database import Database
 
 SPOOL_SCHEMA = [
+    # Header fields the sign stage added (DKIM-Signature, Date, Message-ID): prepended to
+    # the body when read. Signatures and identifiers, not content; gone with the message.
+    "CREATE TABLE IF NOT EXISTS spool_prefixes (message_id TEXT PRIMARY KEY, prefix BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS spool_bodies (message_id TEXT PRIMARY KEY, body BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS spool_keys (message_id TEXT PRIMARY KEY, wrapped_key BLOB NOT NULL)",
 ]
@@ -55,20 +58,32 @@ class BodyStore:
         return op
 
     async def get(self, message_id: str) -> bytes:
-        def op(c: sqlite3.Connection) -> tuple[bytes, bytes] | None:
+        """The message as it is to be delivered: added header fields, then the body."""
+
+        def op(c: sqlite3.Connection) -> tuple[bytes, bytes, bytes] | None:
             k = c.execute(
                 "SELECT wrapped_key FROM spool_keys WHERE message_id = ?", (message_id,)
             ).fetchone()
             b = c.execute(
                 "SELECT body FROM spool_bodies WHERE message_id = ?", (message_id,)
             ).fetchone()
-            return None if k is None or b is None else (k[0], b[0])
+            p = c.execute(
+                "SELECT prefix FROM spool_prefixes WHERE message_id = ?", (message_id,)
+            ).fetchone()
+            return None if k is None or b is None else (k[0], b[0], p[0] if p else b"")
 
         found = await self.db.run(op)
         if found is None:
             raise SpoolError(f"body of message {message_id} is gone")
         key = sealing.unwrap_key(self._master, message_id, found[0])
-        return sealing.open_sealed(key, message_id, found[1])
+        return found[2] + sealing.open_sealed(key, message_id, found[1])
+
+    @staticmethod
+    def prefix_op(message_id: str, prefix: bytes) -> Op:
+        """Header fields to prepend on delivery (what signing added); replaces any earlier."""
+        return lambda c: c.execute(
+            "INSERT OR REPLACE INTO spool_prefixes VALUES (?, ?)", (message_id, prefix)
+        )
 
     @staticmethod
     def destroy_op(message_id: str) -> Op:
@@ -77,5 +92,6 @@ class BodyStore:
         def op(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM spool_keys WHERE message_id = ?", (message_id,))
             c.execute("DELETE FROM spool_bodies WHERE message_id = ?", (message_id,))
+            c.execute("DELETE FROM spool_prefixes WHERE message_id = ?", (message_id,))
 
         return op

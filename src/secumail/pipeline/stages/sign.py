@@ -36,15 +36,15 @@ from secumail.store.records import MessageRecord, RecipientUpdate
 log = logging.getLogger("secumail.sign")
 
 
-def add_missing_identity(message: bytes, hostname: str, message_id: str) -> bytes:
-    """Prepend Date and Message-ID when absent (RFC 5322 §3.6.1, §3.6.4)."""
+def missing_identity(message: bytes, hostname: str, message_id: str) -> bytes:
+    """The Date and Message-ID fields to prepend when absent (RFC 5322 §3.6.1, §3.6.4)."""
     section = parse_header_section(message)
     extra = b""
     if section.first("Date") is None:
         extra += f"Date: {format_datetime(datetime.now(UTC))}\r\n".encode()
     if section.first("Message-ID") is None:
         extra += f"Message-ID: <{message_id}.{secrets.token_hex(6)}@{hostname}>\r\n".encode()
-    return extra + message
+    return extra
 
 
 class SignStage:
@@ -68,13 +68,15 @@ class SignStage:
             return StageResult.go_on()  # nothing left to deliver; deliver finishes it
         account = await self.ctx.account(record.account_id)
         body = await self.ctx.bodies.get(record.id)
-        body = add_missing_identity(body, self.hostname, record.id)
+        prefix = missing_identity(body, self.hostname, record.id)
         signed_with: dict = {}
+        rewritten = False
         if account is not None and account.smime and not record.dsn_of and record.header_from:
             material = await self.ctx.smime.material(record.header_from)
             body = await asyncio.to_thread(
-                smime.sign_message, body, material.cert, material.key, material.chain
+                smime.sign_message, prefix + body, material.cert, material.key, material.chain
             )
+            prefix, rewritten = b"", True
             signed_with["smime"] = format(material.cert.serial_number, "x")
         keys, refusal = await self._dkim_keys(record, account)
         if refusal is not None:
@@ -82,14 +84,17 @@ class SignStage:
             return StageResult.reject(refusal)
         if keys:
             # RSA holds no GIL inside OpenSSL: a worker thread lets signing use the other core.
-            body = await asyncio.to_thread(dkim.sign, body, keys) + body
+            prefix = await asyncio.to_thread(dkim.sign, prefix + body, keys) + prefix
             signed_with["dkim"] = [f"{k.domain}/{k.selector}/{k.algorithm}" for k in keys]
-        await store.db.run(
-            lambda c: (
-                self.ctx.bodies.replace_op(record.id, body)(c),
-                store.event_op(record.id, None, "signed", signed_with)(c),
-            )
-        )
+        # Only what signing added is stored (header fields, no content); the sealed body is
+        # rewritten only when S/MIME changed it.
+        writes = [
+            self.ctx.bodies.prefix_op(record.id, prefix),
+            store.event_op(record.id, None, "signed", signed_with),
+        ]
+        if rewritten:
+            writes.insert(0, self.ctx.bodies.replace_op(record.id, body))
+        await store.db.run(lambda c: [w(c) for w in writes])
         return StageResult.go_on()
 
     async def _dkim_keys(
