@@ -9,7 +9,6 @@ confusion, an expired token, the wrong audience or issuer are refused with the r
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from secumail.keyfiles import pem, write_file
 
 SCOPES = (
     "messages:send",
@@ -48,16 +49,7 @@ def _load_or_make_key(path: Path) -> ed25519.Ed25519PrivateKey:
         assert isinstance(key, ed25519.Ed25519PrivateKey)
         return key
     key = ed25519.Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    write_file(path, pem(key), private=True, overwrite=False)
     return key
 
 

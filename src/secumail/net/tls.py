@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from secumail.errors import ConfigError
+from secumail.keyfiles import pem, write_file
 
 SERVER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 
@@ -80,18 +80,8 @@ def ensure_gateway_certificate(cert_file: Path, key_file: Path, hostname: str) -
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    for path in (cert_file, key_file):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_file(key_file, pem(key), private=True)
+    write_file(cert_file, cert.public_bytes(serialization.Encoding.PEM), private=False)
     return True
 
 

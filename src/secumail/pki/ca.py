@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding,
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from secumail.errors import ConfigError, ConflictError
+from secumail.keyfiles import write_file
 from secumail.mail.address import parse_address
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
@@ -550,17 +551,7 @@ def _read_cert(path: Path) -> x509.Certificate:
 
 def _write(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write atomically (temporary file, fsync, rename); keys readable by the owner only."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_file(path, data, private=private)
 
 
 @contextmanager

@@ -27,7 +27,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from secumail.errors import ConfigError, ConflictError, EvidenceError
+from secumail.keyfiles import pem, write_file
 from secumail.pki.ca import FileKeySigner, Signer
 
 ALG = "EdDSA"
@@ -70,19 +70,10 @@ class EvidenceKey:
         """Write the private key as PKCS #8 PEM, mode 0600; never over an existing file."""
         if not isinstance(self._signer, FileKeySigner):
             raise ConfigError("this evidence key lives outside a file (HSM) and cannot be saved")
-        pem = self._signer.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
         try:
-            fd = os.open(Path(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            write_file(Path(path), pem(self._signer.private_key), private=True, overwrite=False)
         except FileExistsError as exc:
             raise ConflictError(f"{path} exists; an evidence key is never overwritten") from exc
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-            out.flush()
-            os.fsync(out.fileno())
 
     def public_jwk(self) -> dict[str, str]:
         """The public key as a JWK (RFC 8037 §2), `kid` = its RFC 7638 thumbprint."""

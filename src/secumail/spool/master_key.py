@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from secumail.errors import ConfigError
+from secumail.keyfiles import write_file
 
 KEY_SIZE = 32
 
@@ -16,12 +17,7 @@ def ensure_master_key(path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, os.urandom(KEY_SIZE))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_file(path, os.urandom(KEY_SIZE), private=True, overwrite=False)
 
 
 def load_master_key(path: Path) -> bytes:
