@@ -6,6 +6,7 @@ import email
 import email.policy
 import gzip
 import json
+import time
 from collections.abc import Callable
 
 from tests.e2e.world import Customer, GatewayProcess, World
@@ -39,6 +40,16 @@ def _validate_report(report: dict, domain: str) -> None:
             assert "result-type" in f and "receiving-mx-hostname" in f
 
 
+def _notice_id(gw: GatewayProcess, qid: str) -> str:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for e in gw.message(qid)["events"]:
+            if e["kind"] == "notice_failed":
+                return e["detail"]["notice_id"]
+        time.sleep(0.1)
+    raise AssertionError(f"no notice for {qid}")
+
+
 def test_reports_go_to_mailto_and_https_rua_once(
     make_gateway: Callable[..., GatewayProcess],
     dns: AuthoritativeDns,
@@ -47,7 +58,7 @@ def test_reports_go_to_mailto_and_https_rua_once(
     sts_server: Callable[[], HttpsServer],
 ) -> None:
     gw = make_gateway(tlsrpt__https_port=sts_port).start()
-    world.domain("hospital.test")
+    sender_mx = world.domain("hospital.test")
     who: Customer = gw.onboard(dns, "Ziekenhuis", "hospital.test")
     reports_mx = world.domain("reports.test")
     https = sts_server()
@@ -60,7 +71,11 @@ def test_reports_go_to_mailto_and_https_rua_once(
     world.domain("broken.test", "expired")
     dns.add("_smtp._tls.broken.test", "TXT", RUA)
     gw.wait_status(gw.send(who, ["a@rpt.test"]), {"delivered"})
-    gw.wait_status(gw.send(who, ["b@broken.test"]), {"refused_insecure"})
+    refused = gw.send(who, ["b@broken.test"])
+    gw.wait_status(refused, {"refused_insecure"})
+    sender_mx.wait_for(1)
+    notice = _notice_id(gw, refused)
+    gw.wait_status(notice, {"delivered"})  # its session is counted too, before reporting
 
     sent = {s["domain"]: s["outcome"] for s in gw.cli("tlsrpt", "send", "--day", "today")}
     assert {"broken.test", "rpt.test"} <= set(sent)
