@@ -469,6 +469,10 @@ def compare(args: argparse.Namespace) -> Path:
             plan[key] = getattr(args, key)
     if args.seconds:
         plan["tput_seconds"] = plan["lat_seconds"] = args.seconds
+    if args.cells_connections:
+        plan["connections"] = [int(c) for c in args.cells_connections.split(",")]
+    if args.cells_sizes:
+        plan["sizes"] = args.cells_sizes.split(",")
     started = dt.datetime.now()
     t_run = time.monotonic()
     runs: list[dict] = []
@@ -952,6 +956,10 @@ def main() -> None:
                     help="queue100k: give up filling after this many seconds")
     ap.add_argument("--settle", type=float, default=5.0, help="queue100k: seconds queued before the MX is up")
     ap.add_argument("--queue-bound", dest="queue_bound", type=int, default=0, help="queue100k: bus.queue_bound")
+    ap.add_argument("--conns", dest="cells_connections", default="",
+                    help="compare: connection counts, comma-separated (overrides the plan)")
+    ap.add_argument("--sizes", dest="cells_sizes", default="",
+                    help="compare: message sizes, comma-separated (overrides the plan)")
     ap.add_argument("--systems", default="secumail,postfix", help="which systems to run")
     ap.add_argument("--workers", type=int, default=1, help="secumail serve --workers N")
     args = ap.parse_args()

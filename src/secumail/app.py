@@ -359,6 +359,10 @@ class Gateway:
             )
             self.stages.append(stage)
             self.runners.append(runner)
+        by_queue = {r.queue: r for r in self.runners}
+        if s.pipeline.chain:
+            for r in self.runners:
+                r.successor = by_queue.get(r.next_queue or "")
         log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
         if s.api.enabled and self._wants("api"):
             self.api = ApiServer(

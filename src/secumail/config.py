@@ -110,6 +110,9 @@ class BusSettings(_Section):
 class PipelineSettings(_Section):
     stages: list[str] = ["route", "sign", "deliver", "notify"]
     concurrency: int = 32  # jobs in flight per stage (deliver has its own)
+    # A stage passes a job straight to the next stage when that one runs in the same
+    # process (one claim and one settle for the chain); off: every hop goes through its queue.
+    chain: bool = True
 
 
 class SigningSettings(_Section):

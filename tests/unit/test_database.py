@@ -4,15 +4,15 @@ each caller isolated in its own SAVEPOINT (SQLite "SAVEPOINT" semantics)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from secumail.errors import ConflictError, StoreError
-from secumail.store.database import Database
+from secumail.store.database import Database, WriterLock
 
 SCHEMA = ["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v INTEGER NOT NULL)"]
 
@@ -36,17 +36,17 @@ def keys(c: sqlite3.Connection) -> list[str]:
     return [r[0] for r in c.execute("SELECT k FROM t ORDER BY k")]
 
 
-async def hold_writer(db: Database) -> tuple[asyncio.Task, threading.Event]:
-    """Occupy the writer thread so that everything queued meanwhile forms one batch."""
-    started, release = threading.Event(), threading.Event()
-
-    def blocker(c: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(10)
-
-    task = asyncio.create_task(db.run(blocker))
-    assert await asyncio.to_thread(started.wait, 10)
-    return task, release
+@contextlib.contextmanager
+def another_writer(db: Database) -> Iterator[None]:
+    """Hold the database's writer lock as another process would (flock on its own open
+    file), so that everything queued meanwhile waits and then forms one batch."""
+    lock = WriterLock(db.path.with_name(db.path.name + ".writer"))
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+        lock.close()
 
 
 def test_run_returns_the_value(db: Database) -> None:
@@ -60,16 +60,31 @@ def test_run_returns_the_value(db: Database) -> None:
 
 def test_concurrent_calls_are_group_committed(db: Database) -> None:
     async def main() -> None:
-        held, release = await hold_writer(db)
-        tasks = [asyncio.create_task(db.run(insert(f"k{i:03}", i))) for i in range(200)]
-        await asyncio.sleep(0)  # let every task queue its operation
-        release.set()
-        await asyncio.gather(held, *tasks)
+        await asyncio.gather(*(db.run(insert(f"k{i:03}", i)) for i in range(200)))
 
     asyncio.run(main())
-    assert db.operations == 201
-    assert db.batches == 2  # the held batch, then all 200 inserts in one commit
+    assert db.operations == 200
+    assert db.batches == 1  # all handed in during one turn of the loop: one commit
     assert db.run_sync(keys) == [f"k{i:03}" for i in range(200)]
+
+
+def test_calls_made_while_another_process_writes_wait_and_share_one_commit(
+    db: Database,
+) -> None:
+    async def main() -> None:
+        with another_writer(db):
+            first = asyncio.ensure_future(db.run(insert("a", 1)))
+            await asyncio.sleep(0.05)
+            assert not first.done(), "must wait for the other process's transaction"
+            rest = [asyncio.ensure_future(db.run(insert(f"k{i:03}", i))) for i in range(50)]
+            await asyncio.sleep(0.05)
+            assert not any(t.done() for t in rest)
+        await asyncio.wait_for(asyncio.gather(first, *rest), 5)
+
+    asyncio.run(main())
+    assert db.operations == 51
+    assert db.batches == 1  # when the lock is free, everything that waited: one commit
+    assert len(db.run_sync(keys)) == 51
 
 
 def test_many_concurrent_calls_take_fewer_commits(db: Database) -> None:
@@ -92,19 +107,17 @@ def test_a_failing_operation_does_not_undo_the_others(db: Database) -> None:
 
     async def main() -> list[object]:
         await db.run(insert("a"))
-        held, release = await hold_writer(db)
-        tasks = [
-            asyncio.create_task(db.run(op))
-            for op in (insert("c"), insert_then_fail, insert("a"), bad_sql, insert("d"))
-        ]
-        await asyncio.sleep(0)
-        release.set()
-        await held
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        return await asyncio.gather(
+            *(
+                db.run(op)
+                for op in (insert("c"), insert_then_fail, insert("a"), bad_sql, insert("d"))
+            ),
+            return_exceptions=True,
+        )
 
     batches_before = db.batches
     ok_c, failed, duplicate, bad, ok_d = asyncio.run(main())
-    assert db.batches - batches_before == 3  # "a", the held one, then all five together
+    assert db.batches - batches_before == 2  # "a", then all five together
     assert ok_c is None and ok_d is None
     assert isinstance(failed, ValueError) and str(failed) == "boom"  # the caller's own error
     assert isinstance(duplicate, ConflictError)  # sqlite3.IntegrityError translated

@@ -284,3 +284,25 @@ def test_over_bound_when_work_waits_too_long(db: Database) -> None:
         assert not await bus.over_bound("route"), "claimed: being worked on"
 
     run(main)
+
+
+def test_a_lapsed_claim_cannot_touch_the_job_that_replaced_it(db: Database) -> None:
+    # A worker whose lease ran out must not renew, settle or retry the job after another
+    # worker claimed it — nor the job that got the same id (ids are never reused).
+    bus = EmbeddedBus(db, bound=100, lease=0.05)
+
+    async def main() -> None:
+        await bus.publish("sign", Job("M0"))
+        (slow,) = await bus.claim("sign", 1)
+        await asyncio.sleep(0.1)
+        (fresh,) = await bus.claim("sign", 1)
+        assert fresh.id == slow.id and fresh.token != slow.token
+        await bus.settle(slow, [Publish("deliver", Job("M0"))])  # too late: ignored
+        assert await bus.depths() == {"sign": 1}
+        await bus.settle(fresh, [Publish("deliver", Job("M0"))])
+        (nxt,) = await bus.claim("deliver", 1)
+        assert nxt.id != fresh.id, "AUTOINCREMENT: a new job never takes a finished job's id"
+        await bus.renew([fresh])  # the old claim's renewal does not lease the new job
+        assert await bus.depths() == {"deliver": 1}
+
+    run(main)

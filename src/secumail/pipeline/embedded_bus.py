@@ -132,7 +132,7 @@ class EmbeddedBus:
             ).fetchone()
             return None if row is None else row[0]
 
-        return await self.db.run(op)
+        return await self.db.read(op)
 
     async def wait(self, queue: str, timeout: float) -> None:
         due = await self.next_due(queue)

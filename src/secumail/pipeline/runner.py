@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 
-from secumail.pipeline.bus import Claimed, Publish, Verdict
+from secumail.pipeline.bus import Claimed, Job, Publish, StageResult, Verdict
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.stage import Stage
 
@@ -44,12 +44,15 @@ class StageRunner:
         self._freed = asyncio.Event()  # set whenever a job in hand finishes
         self._stopping = asyncio.Event()
         self.handled = 0
+        # The next stage, when it runs in this process: jobs are passed to it directly.
+        self.successor: StageRunner | None = None
+        self._chained = 0  # jobs of this stage being handled inside another stage's chain
 
     async def run(self) -> None:
         renewer = asyncio.get_running_loop().create_task(self._renew_leases())
         try:
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._in_hand)
+                free = self.concurrency - len(self._in_hand) - self._chained
                 if free <= 0:
                     self._freed.clear()
                     await self._freed.wait()
@@ -80,51 +83,92 @@ class StageRunner:
             self._freed.set()
 
     async def _settle(self, claimed: Claimed) -> None:
-        started = time.monotonic()
+        job = claimed.job
         try:
-            result = await self.stage.handle(claimed.job)
+            result = await self._run(job)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - logged with its traceback and retried
             delay = ERROR_BACKOFF[min(claimed.attempts, len(ERROR_BACKOFF)) - 1]
-            log.exception(
-                "stage %s failed on message %s (attempt %d); retrying in %.0fs",
-                self.queue,
-                claimed.job.message_id,
-                claimed.attempts,
-                delay,
-            )
+            self._log_failure(job, claimed.attempts, delay)
             await self.bus.retry(claimed, delay)
             return
-        self.handled += 1
-        settled = True
-        if result.verdict is Verdict.CONTINUE and self.next_queue is not None:
-            job = claimed.job
-            if result.payload is not None:
-                job.payload = result.payload
-            settled = await self.bus.settle(claimed, [Publish(self.next_queue, job)])
-        elif result.verdict is Verdict.DEFER:
+        if result.verdict is Verdict.DEFER:
             await self.bus.retry(claimed, result.delay, result.payload)
-        elif result.verdict is Verdict.REJECT and self.reject_queue not in (None, self.queue):
-            job = claimed.job
-            job.payload = {"kind": "failed"}
-            settled = await self.bus.settle(claimed, [Publish(self.reject_queue, job)])
-        else:
-            settled = await self.bus.settle(claimed, [])
-        if not settled:
+            return
+        then = await self._after(job, result)
+        if not await self.bus.settle(claimed, then):
             # The lease ran out while we worked and another worker has the job now; its
             # stages are idempotent, so it finishes the work without a second message.
             log.warning(
                 "stage %s message %s: lease lapsed, another worker took over",
                 self.queue,
-                claimed.job.message_id,
+                job.message_id,
             )
+
+    async def _run(self, job: Job) -> StageResult:
+        started = time.monotonic()
+        result = await self.stage.handle(job)
+        self.handled += 1
         log.debug(
             "stage %s message %s: %s in %.1f ms",
             self.queue,
-            claimed.job.message_id,
+            job.message_id,
             result.verdict.value,
             (time.monotonic() - started) * 1000,
+        )
+        return result
+
+    async def _after(self, job: Job, result: StageResult) -> list[Publish]:
+        """What follows this stage's (non-DEFER) verdict on `job`, as the jobs to publish
+        when the claimed job is settled. When the next stage runs in this process and has
+        room, it handles the job right here instead of through its queue (one claim, one
+        settle and no wake-up for the whole chain); the claimed job stays leased until the
+        chain ends, so a crash on the way repeats the chain from its start (stages are
+        idempotent), and whatever the chained stage defers goes to its own queue."""
+        if result.verdict is Verdict.CONTINUE and self.next_queue is not None:
+            if result.payload is not None:
+                job.payload = result.payload
+            nxt = self.successor
+            if nxt is None or not nxt._take_chained():
+                return [Publish(self.next_queue, job)]
+            try:
+                try:
+                    chained = await nxt._run(job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - logged with its traceback and retried
+                    nxt._log_failure(job, 1, ERROR_BACKOFF[0])
+                    return [Publish(nxt.queue, job, ERROR_BACKOFF[0])]
+                if chained.verdict is Verdict.DEFER:
+                    if chained.payload is not None:
+                        job.payload = chained.payload
+                    return [Publish(nxt.queue, job, chained.delay)]
+                return await nxt._after(job, chained)
+            finally:
+                nxt._release_chained()
+        if result.verdict is Verdict.REJECT and self.reject_queue not in (None, self.queue):
+            job.payload = {"kind": "failed"}
+            return [Publish(self.reject_queue, job)]
+        return []
+
+    def _take_chained(self) -> bool:
+        if self._stopping.is_set() or len(self._in_hand) + self._chained >= self.concurrency:
+            return False
+        self._chained += 1
+        return True
+
+    def _release_chained(self) -> None:
+        self._chained -= 1
+        self._freed.set()
+
+    def _log_failure(self, job: Job, attempt: int, delay: float) -> None:
+        log.exception(
+            "stage %s failed on message %s (attempt %d); retrying in %.0fs",
+            self.queue,
+            job.message_id,
+            attempt,
+            delay,
         )
 
     async def _renew_leases(self) -> None:

@@ -72,7 +72,7 @@ class BodyStore:
             ).fetchone()
             return None if k is None or b is None else (k[0], b[0], p[0] if p else b"")
 
-        found = await self.db.run(op)
+        found = await self.db.read(op)
         if found is None:
             raise SpoolError(f"body of message {message_id} is gone")
         key = sealing.unwrap_key(self._master, message_id, found[0])

@@ -132,7 +132,7 @@ class MetadataStore:
         return [_account(r) for r in rows]
 
     async def get_account(self, key: str) -> Account:
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM accounts WHERE id = ? OR name = ?", (key, key)
             ).fetchone()
@@ -159,7 +159,7 @@ class MetadataStore:
         return await self.db.run(op)
 
     async def get_domain(self, name: str) -> Domain:
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute("SELECT * FROM domains WHERE name = ?", (name,)).fetchone()
         )
         if row is None:
@@ -188,7 +188,7 @@ class MetadataStore:
         )
 
     async def verified_domains(self, account_id: str) -> frozenset[str]:
-        rows = await self.db.run(
+        rows = await self.db.read(
             lambda c: c.execute(
                 "SELECT name FROM domains WHERE account_id = ? AND verified_at IS NOT NULL",
                 (account_id,),
@@ -233,7 +233,7 @@ class MetadataStore:
         return cred
 
     async def credential_by_username(self, username: str) -> Credential | None:
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM credentials WHERE username = ?", (username,)
             ).fetchone()
@@ -384,7 +384,7 @@ class MetadataStore:
             ]
             return record
 
-        record = await self.db.run(op)
+        record = await self.db.read(op)
         if record is None:
             raise NotFound(f"no message {message_id!r}")
         return record

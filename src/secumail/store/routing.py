@@ -50,7 +50,7 @@ class RoutingStore:
 
     # -- MTA-STS policy cache (RFC 8461 §5.1) ------------------------------------------
     async def sts_policy(self, domain: str) -> CachedStsPolicy | None:
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM mta_sts_policies WHERE domain = ?", (domain,)
             ).fetchone()
@@ -91,7 +91,7 @@ class RoutingStore:
     # -- downgrade memory --------------------------------------------------------------
     async def memory(self, domain: str, now: float | None = None) -> RouteMemory | None:
         now = time.time() if now is None else now
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM route_memory WHERE domain = ? AND expires_at > ?", (domain, now)
             ).fetchone()
@@ -136,7 +136,7 @@ class RoutingStore:
 
     # -- operator TLS strategies ---------------------------------------------------------
     async def tls_policy(self, scope: str, name: str) -> TlsPolicyRow | None:
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM tls_policies WHERE scope = ? AND name = ?", (scope, name)
             ).fetchone()

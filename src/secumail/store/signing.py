@@ -42,7 +42,7 @@ class SigningStore:
         )
 
     async def dkim_keys(self, domain: str) -> list[DkimKeyRow]:
-        rows = await self.db.run(
+        rows = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM dkim_keys WHERE domain = ? ORDER BY created_at, selector", (domain,)
             ).fetchall()
@@ -72,7 +72,7 @@ class SigningStore:
 
     # -- S/MIME certificates ---------------------------------------------------------
     async def smime_cert(self, address: str) -> SmimeCertRow | None:
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM smime_certs WHERE address = ?", (address,)
             ).fetchone()

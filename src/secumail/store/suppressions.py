@@ -35,7 +35,7 @@ class SuppressionStore:
         self.db = db
 
     async def find(self, account_id: str, address: str) -> Suppression | None:
-        row = await self.db.run(
+        row = await self.db.read(
             lambda c: c.execute(
                 "SELECT * FROM suppressions WHERE account_id = ? AND address = ?",
                 (account_id, address.lower()),

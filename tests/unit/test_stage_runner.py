@@ -1,0 +1,231 @@
+"""The stage runner: claims, handles, settles — and passes a job straight on to the next
+stage when that stage runs in the same process (one claim and one settle per chain),
+while what a chained stage defers or fails on still goes through its own queue."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
+from secumail.pipeline.runner import StageRunner
+from secumail.store.database import Database
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(tmp_path / "bus.sqlite")
+    database.open(BUS_SCHEMA)
+    yield database
+    database.close()
+
+
+class CountingBus(EmbeddedBus):
+    """The embedded bus, noting which queues jobs were claimed from and settled in."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, bound=100, lease=60)
+        self.claimed_from: list[str] = []
+        self.settled_in: list[str] = []
+
+    async def claim(self, queue: str, limit: int):
+        got = await super().claim(queue, limit)
+        self.claimed_from += [queue] * len(got)
+        return got
+
+    async def settle(self, claimed, then, also=()):
+        self.settled_in.append(claimed.queue)
+        return await super().settle(claimed, then, also)
+
+
+class Scripted:
+    """A stage that answers from a script per message and records what it saw."""
+
+    def __init__(self, name: str, answers: dict[str, StageResult] | None = None) -> None:
+        self.name = name
+        self.answers = answers or {}
+        self.seen: list[tuple[str, dict]] = []
+        self.fail_for: set[str] = set()
+
+    async def handle(self, job: Job) -> StageResult:
+        self.seen.append((job.message_id, dict(job.payload)))
+        if job.message_id in self.fail_for:
+            raise RuntimeError("stage bug")
+        return self.answers.get(job.message_id, StageResult.go_on())
+
+    async def close(self) -> None:
+        return None
+
+
+def runners(bus: EmbeddedBus, stages: list[Scripted], *, chain: bool) -> list[StageRunner]:
+    out = []
+    for i, stage in enumerate(stages):
+        nxt = stages[i + 1].name if i + 1 < len(stages) else None
+        out.append(StageRunner(stage, bus, next_queue=nxt, concurrency=8, reject_queue="notify"))
+    if chain:
+        for a, b in itertools.pairwise(out):
+            a.successor = b
+    return out
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def run_all(rs: list[StageRunner], body) -> None:
+    tasks = [asyncio.create_task(r.run()) for r in rs]
+    try:
+        await body()
+    finally:
+        await asyncio.gather(*(r.stop(grace=1.0) for r in rs))
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_a_chain_in_one_process_takes_one_claim_and_one_settle(db: Database) -> None:
+    bus = CountingBus(db)
+    route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
+    deliver.answers["M1"] = StageResult.done()
+    route.answers["M1"] = StageResult.go_on({"planned": True})
+
+    async def main() -> None:
+        rs = runners(bus, [route, sign, deliver], chain=True)
+        await bus.publish("route", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: bus.settled_in)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+        assert await bus.depths() == {}
+
+    asyncio.run(main())
+    # one claim and one settle for the whole chain: nothing passed through the sign or
+    # deliver queues.
+    assert bus.claimed_from == ["route"] and bus.settled_in == ["route"]
+    assert [m for m, _ in route.seen + sign.seen + deliver.seen] == ["M1"] * 3
+    assert sign.seen[0][1] == {"planned": True}, "a stage's payload travels down the chain"
+
+
+def test_without_chaining_every_hop_goes_through_its_queue(db: Database) -> None:
+    bus = CountingBus(db)
+    route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
+    deliver.answers["M1"] = StageResult.done()
+
+    async def main() -> None:
+        rs = runners(bus, [route, sign, deliver], chain=False)
+        await bus.publish("route", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: len(bus.settled_in) == 3)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+
+    asyncio.run(main())
+    assert bus.claimed_from == bus.settled_in == ["route", "sign", "deliver"]
+    assert [m for m, _ in deliver.seen] == ["M1"]
+
+
+def test_what_a_chained_stage_defers_waits_in_that_stages_queue(db: Database) -> None:
+    bus = EmbeddedBus(db, bound=100, lease=60)
+    route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
+    deliver.answers["M1"] = StageResult.defer(3600, "MX down", payload={"round": 2})
+
+    async def main() -> None:
+        rs = runners(bus, [route, sign, deliver], chain=True)
+        await bus.publish("route", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: deliver.seen)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+        assert await bus.depths() == {"deliver": 1}, "deferred in deliver, not in route"
+        assert await bus.claim("deliver", 5) == [], "not before the delay"
+        assert await bus.next_due("deliver") > asyncio.get_running_loop().time()
+
+    asyncio.run(main())
+    assert len(route.seen) == len(sign.seen) == len(deliver.seen) == 1
+
+
+def test_a_chained_stage_that_fails_is_retried_from_its_own_queue(db: Database) -> None:
+    bus = EmbeddedBus(db, bound=100, lease=60)
+    route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
+    sign.fail_for.add("M1")
+
+    async def main() -> None:
+        rs = runners(bus, [route, sign, deliver], chain=True)
+        await bus.publish("route", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: sign.seen)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+        assert await bus.depths() == {"sign": 1}, "kept, in the failing stage's queue"
+
+    asyncio.run(main())
+    assert len(route.seen) == 1 and deliver.seen == []
+
+
+def test_a_rejected_message_goes_to_notify(db: Database) -> None:
+    bus = EmbeddedBus(db, bound=100, lease=60)
+    route, sign = Scripted("route"), Scripted("sign")
+    sign.answers["M1"] = StageResult.reject("no DKIM key")
+
+    async def main() -> None:
+        rs = runners(bus, [route, sign], chain=True)
+        await bus.publish("route", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: sign.seen)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+        (job,) = await bus.claim("notify", 5)
+        assert job.job.payload == {"kind": "failed"}
+
+    asyncio.run(main())
+
+
+def test_a_full_next_stage_gets_the_job_through_its_queue(db: Database) -> None:
+    bus = EmbeddedBus(db, bound=100, lease=60)
+    gate = asyncio.Event()
+
+    class Slow(Scripted):
+        async def handle(self, job: Job) -> StageResult:
+            self.seen.append((job.message_id, {}))
+            await gate.wait()
+            return StageResult.done()
+
+    route, sign = Scripted("route"), Slow("sign")
+
+    async def main() -> None:
+        rs = runners(bus, [route, sign], chain=True)
+        rs[1].concurrency = 1
+        for i in range(3):
+            await bus.publish("route", Job(f"M{i}"))
+
+        async def body() -> None:
+            await until(lambda: len(sign.seen) >= 1)
+            await asyncio.sleep(0.2)
+            # sign has room for one: the others wait in its queue, not in route's hands
+            assert len(sign.seen) == 1
+            assert (await bus.depths()).get("sign") == 2
+            gate.set()
+            await until(lambda: len(sign.seen) == 3)
+
+        await run_all(rs, body)
+
+    asyncio.run(main())
+    assert sorted(m for m, _ in sign.seen) == ["M0", "M1", "M2"]
