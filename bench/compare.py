@@ -20,6 +20,9 @@ What runs (all on loopback, each in its own process so CPU is measured per group
   defaults (SQLite, embedded bus, INFO logging, default retry/timeouts), DNS = the
   harness DNS, tls.trust_file = the harness CA, delivery.port = the sink's port; the
   customer hospital.test onboarded (DKIM RSA-2048 + Ed25519 published and verified);
+  `--workers 1,2` runs one such gateway per worker count (`serve --workers N`; systems
+  "secumail", "secumail-w2", …), all for the whole run, each with its own DKIM selectors,
+  each measured against the same Postfix, cell by cell in turn;
 - the load generator (bench/loadgen.py), one process per cell.
 
 Per cell (system × size × connections): a closed-loop throughput run (`tput_seconds` of
@@ -56,7 +59,7 @@ sys.path.insert(0, str(BENCH))
 
 from procstat import Group, Sampler  # noqa: E402
 from reference import ReferenceMta, ensure_packages  # noqa: E402
-from tests.e2e.world import GATEWAY_HOST, SECUMAIL, GatewayProcess  # noqa: E402
+from tests.e2e.world import GATEWAY_HOST, SECUMAIL, Customer, GatewayProcess  # noqa: E402
 from tests.harness import free_port  # noqa: E402
 from tests.harness.dns import AuthoritativeDns  # noqa: E402
 from tests.harness.pki import TestCA  # noqa: E402
@@ -140,10 +143,20 @@ class BenchGateway(GatewayProcess):
         return self
 
 
+def secumail_variants(workers: list[int]) -> list[tuple[str, str, int]]:
+    """(system name, label, worker count) of each Secumail gateway to run, in the given
+    order: "secumail" for 1 worker (for the first entry when 1 is not among them),
+    "secumail-wN" for the others."""
+    counts = list(dict.fromkeys(workers)) or [1]
+    base = 1 if 1 in counts else counts[0]
+    return [("secumail" if n == base else f"secumail-w{n}",
+             "Secumail" if n == 1 else f"Secumail ({n} workers)", n) for n in counts]
+
+
 # -- the systems under test -------------------------------------------------------------------
 @dataclass
 class System:
-    name: str  # "postfix" | "secumail"
+    name: str  # "postfix" | "secumail" | "secumail-wN"
     label: str
     submit: dict[str, Any]  # loadgen connection settings
     groups: list[Group]
@@ -152,18 +165,24 @@ class System:
 
 
 class Bench:
-    """The whole setup: DNS, CA, sink, Postfix+OpenDKIM, Secumail. A context manager."""
+    """The whole setup: DNS, CA, sink, Postfix+OpenDKIM, Secumail. A context manager.
+
+    `workers`: one Secumail gateway (`secumail serve --workers N`) per entry, all running
+    side by side for the whole run (each with its own work directory, ports, database and
+    DKIM selectors), so that the measurement loops interleave them with Postfix."""
 
     def __init__(self, *, postfix: bool = True, secumail: bool = True, keep: bool = False,
                  secumail_settings: dict[str, Any] | None = None, quickack: str = "best",
-                 workers: int = 1) -> None:
-        self.workers = workers
+                 workers: int | list[int] = 1) -> None:
+        self.workers = [workers] if isinstance(workers, int) else list(workers)
+        self.gateways: dict[str, BenchGateway] = {}
         self.want_postfix, self.want_secumail, self.keep = postfix, secumail, keep
         self.quickack = quickack
         self.secumail_settings = {**SECUMAIL_DEFAULTS, **(secumail_settings or {})}
         self.systems: dict[str, System] = {}
         self._stack = contextlib.ExitStack()
         self._tags = 0
+        self._dkim_names: set[str] = set()  # DKIM TXT names published by the gateways
         self.delivered_at_drain: dict[str, int] = {}
 
     # setup --------------------------------------------------------------------------------
@@ -238,26 +257,69 @@ class Bench:
         log(f"postfix+opendkim on {pf.address} (master {master()}, opendkim {dkim()})")
 
     def _start_secumail(self) -> None:
-        gw = BenchGateway(self.work / "gw", self.dns, self.ca, self.sink_port, **self.secumail_settings)
-        gw.workers = self.workers
-        gw.cli("init")
-        gw.start()
-        self._stack.callback(gw.stop)
-        who = gw.onboard(self.dns, "Bench", SENDER_DOMAIN)
-        self.gateway = gw
+        for index, (name, label, workers) in enumerate(secumail_variants(self.workers)):
+            work = self.work / ("gw" if name == "secumail" else f"gw-w{workers}")
+            gw = BenchGateway(work, self.dns, self.ca, self.sink_port, **self.secumail_settings)
+            gw.workers = workers
+            gw.cli("init")
+            gw.start()
+            self._stack.callback(gw.stop)
+            who = self._onboard(gw, index)
+            self.gateways[name] = gw
+            self._add_secumail(name, label, workers, gw, who)
+        self.gateway = self.gateways["secumail"]  # the one `profile`, `queue100k`, `overload` use
 
+    def _onboard(self, gw: BenchGateway, index: int) -> Customer:
+        """The bench customer on the `index`-th gateway. Every gateway names its first DKIM
+        keys alike (selectors sm<YYYYMM>r/e): a second gateway publishing its own keys under
+        the same names would put two TXT records at each name, and DKIM verification of
+        either gateway's mail would fail. So the first gateway is onboarded as usual; the
+        others rotate to selectors of their own (sm<YYYYMM>x<index>r/e), retire the shared
+        ones and publish only theirs."""
+        if index == 0:
+            who = gw.onboard(self.dns, "Bench", SENDER_DOMAIN)
+            published = [r["name"] for r in gw.cli("domain", "records", SENDER_DOMAIN)["records"]
+                         if "._domainkey." in r["name"]]
+        else:
+            account = gw.cli("account", "create", "Bench")
+            added = gw.cli("domain", "add", "Bench", SENDER_DOMAIN)
+            for record in added["records"]:
+                if record["required"] and "._domainkey." not in record["name"]:  # ownership token
+                    self.dns.add(record["name"], "TXT", _txt(record["value"]))
+            retire = [r["name"].split("._domainkey.")[0] for r in added["records"] if "._domainkey." in r["name"]]
+            new_keys: list[dict] = []
+            for _ in range(index):  # the n-th rotation gives selectors sm<YYYYMM>x<n>r/e
+                retire += [k["selector"] for k in new_keys]
+                new_keys = gw.cli("domain", "rotate-dkim", SENDER_DOMAIN)["new_keys"]
+            for selector in retire:
+                gw.cli("domain", "retire-dkim", SENDER_DOMAIN, selector)
+            for key in new_keys:
+                if key["name"] in self._dkim_names:
+                    raise RuntimeError(f"DKIM selector clash between gateways: {key['name']}")
+                self.dns.add(key["name"], "TXT", _txt(key["value"]))
+            verified = gw.cli("domain", "verify", SENDER_DOMAIN)
+            if not (verified["verified"] and verified["dkim_published"]):
+                raise RuntimeError(f"onboarding gateway {index} failed: {verified}")
+            cred = gw.cli("credential", "create", "Bench", "--kind", "smtp")
+            who = Customer(account["id"], "Bench", SENDER_DOMAIN, cred["username"], cred["password"])
+            published = [k["name"] for k in new_keys]
+        self._dkim_names |= set(published)
+        log(f"{gw.workdir.name}: DKIM keys published at {', '.join(published)}")
+        return who
+
+    def _add_secumail(self, name: str, label: str, workers: int, gw: BenchGateway, who: Customer) -> None:
         def root() -> list[int]:
             return [gw.proc.pid] if gw.proc is not None else []
 
-        self.systems["secumail"] = System(
-            "secumail", "Secumail" + (f" ({self.workers} workers)" if self.workers > 1 else ""),
+        self.systems[name] = System(
+            name, label,
             {"host": "127.0.0.1", "port": gw.submission_port, "server_hostname": GATEWAY_HOST,
              "cafile": str(gw.data_dir / "tls" / "gateway.crt"), "user": who.username,
              "password": who.password},
             [Group("secumail", root)], pids=root,
-            info={"version": _git_rev(), "workers": self.workers},
+            info={"version": _git_rev(), "workers": workers},
         )
-        log(f"secumail serve on 127.0.0.1:{gw.submission_port} (pid {root()})")
+        log(f"{name}: secumail serve --workers {workers} on 127.0.0.1:{gw.submission_port} (pid {root()})")
 
     # one measurement ---------------------------------------------------------------------------
     def tag(self, prefix: str) -> str:
@@ -480,7 +542,8 @@ def compare(args: argparse.Namespace) -> Path:
     wanted = args.systems.split(",")
     with Bench(keep=args.keep, quickack=args.sink_ack, postfix="postfix" in wanted,
                secumail="secumail" in wanted, workers=args.workers) as bench:
-        systems = list(bench.systems.values())
+        systems = list(bench.systems.values())  # Postfix, then each Secumail gateway
+        w = max(len(s.name) for s in systems)
         check = bench.equal_work_check()
         log(f"equal work: {json.dumps(check)}")
         idle = bench.idle_cpu()
@@ -497,7 +560,7 @@ def compare(args: argparse.Namespace) -> Path:
                                        duration=plan["tput_seconds"])
                         r["kind"], r["rep"] = "throughput", rep
                         runs.append(r)
-                        log(f"tput {s.name:8} {size:>4} c={conns:<2} rep {rep}: acc {r['accepted_per_s']:6.0f}/s "
+                        log(f"tput {s.name:{w}} {size:>4} c={conns:<2} rep {rep}: acc {r['accepted_per_s']:6.0f}/s "
                             f"del {r['delivered_per_s']:6.0f}/s cpu {r['cpu_ms_per_msg']['total']:5.2f} ms/msg "
                             f"rss {r['peak_rss_mb']:5.0f} MB drain {r['drain_s'] or 0:4.1f}s"
                             + (f" UNDELIVERED {r['undelivered']}" if r["undelivered"] else ""))
@@ -511,7 +574,7 @@ def compare(args: argparse.Namespace) -> Path:
                         r["kind"], r["rep"] = "latency", rep
                         runs.append(r)
                         lat = r["latency_ms"]
-                        log(f"lat  {s.name:8} {size:>4} c={conns:<2} rep {rep}: p50 {lat.get('p50', 0):6.1f} ms "
+                        log(f"lat  {s.name:{w}} {size:>4} c={conns:<2} rep {rep}: p50 {lat.get('p50', 0):6.1f} ms "
                             f"p99 {lat.get('p99', 0):6.1f} ms (offered {LAT_RATE:.0f}/s, accepted "
                             f"{r['accepted_per_s']:.1f}/s, late {r['late']})")
         speed.append(rsa_signs_per_s())
@@ -530,26 +593,32 @@ def compare(args: argparse.Namespace) -> Path:
             "secumail_settings": bench.secumail_settings,
             "latency_offered_rate": LAT_RATE, "sink_ack": args.sink_ack,
         }
-    summary = summarise(runs, plan)
+    summary = summarise(runs, plan, [s.name for s in systems])
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / started.strftime("%Y%m%d-%H%M%S")
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "summary": summary, "runs": runs}, indent=1))
     md = markdown(meta, summary)
     stem.with_suffix(".md").write_text(md)
-    plot(summary, plan, stem.with_suffix(".png"),
-         meta["systems"].get("secumail", {}).get("label", "Secumail"))
+    plot(summary, plan, stem.with_suffix(".png"), {n: v["label"] for n, v in meta["systems"].items()})
     print()
     print(md)
     log(f"wrote {stem}.json, .md, .png ({meta['wall_seconds']:.0f} s)")
     return stem
 
 
-def summarise(runs: list[dict], plan: dict) -> list[dict]:
+RATIO_KEYS = ("accepted_per_s", "delivered_per_s", "p50_ms", "p99_ms", "cpu_ms_per_msg", "peak_rss_mb", "peak_pss_mb")
+
+
+def summarise(runs: list[dict], plan: dict, systems: list[str] | None = None) -> list[dict]:
+    """One row per cell: the medians of each system, and `ratios[name]` = each Secumail
+    system / Postfix (`ratio` = that of "secumail", as in results from before variants)."""
+    if systems is None:
+        systems = sorted(dict.fromkeys(r["system"] for r in runs), key=lambda n: n != "postfix")
     out = []
     for size in plan["sizes"]:
         for conns in plan["connections"]:
             row: dict[str, Any] = {"size": size, "connections": conns}
-            for system in ("postfix", "secumail"):
+            for system in systems:
                 t = [r for r in runs if r["system"] == system and r["size"] == size
                      and r["connections"] == conns and r["kind"] == "throughput"]
                 lt = [r for r in runs if r["system"] == system and r["size"] == size
@@ -567,13 +636,15 @@ def summarise(runs: list[dict], plan: dict) -> list[dict]:
                 m["runs"] = {"throughput": [round(r["delivered_per_s"], 1) for r in t],
                              "p99_ms": [round(r["latency_ms"].get("p99", 0), 1) for r in lt]}
                 row[system] = m
-            if "postfix" in row and "secumail" in row:
-                row["ratio"] = {
-                    k: (row["secumail"][k] / row["postfix"][k]
-                        if row["secumail"].get(k) is not None and row["postfix"].get(k) else None)
-                    for k in ("accepted_per_s", "delivered_per_s", "p50_ms", "p99_ms",
-                              "cpu_ms_per_msg", "peak_rss_mb", "peak_pss_mb")
+            if "postfix" in row:
+                pf = row["postfix"]
+                row["ratios"] = {
+                    name: {k: (row[name][k] / pf[k] if row[name].get(k) is not None and pf.get(k) else None)
+                           for k in RATIO_KEYS}
+                    for name in systems if name != "postfix" and name in row
                 }
+                if "secumail" in row["ratios"]:
+                    row["ratio"] = row["ratios"]["secumail"]
             out.append(row)
     return out
 
@@ -587,63 +658,102 @@ def _r(v: float | None) -> str:
 
 
 def markdown(meta: dict, summary: list[dict]) -> str:
+    """The report. With several Secumail systems (`--workers 1,2`) each table repeats the
+    Secumail columns and their ratios per system, left to right in the order run."""
     pl = meta["plan"]
+    systems = meta["systems"]
+    variants = [n for n in systems if n != "postfix"] or ["secumail"]
+    several = len(variants) > 1
+    # column titles: "Secumail" alone (as before variants), else each system's label; the
+    # ratio columns of a variant carry its worker count ("ratio accepted (2 workers)")
+    title = {n: systems.get(n, {}).get("label", "Secumail") if several else "Secumail" for n in variants}
+    tail = {n: title[n].removeprefix("Secumail") for n in variants}
+    pf_info = systems.get("postfix", {})
+    if several:
+        who = (f"Secumail {systems[variants[0]].get('version', '–')}: "
+               + " / ".join(systems[n]["label"] for n in variants)
+               + " (one gateway per `serve --workers` count, all up for the whole run, measured in turn "
+               "with Postfix, cell by cell)")
+        ratio_note = "Ratio = each Secumail system / the same Postfix runs."
+    else:
+        who = f"{systems.get(variants[0], {}).get('label', 'Secumail')} {systems.get(variants[0], {}).get('version', '–')}"
+        ratio_note = "Ratio = Secumail / Postfix."
+
+    def cols(row: dict) -> tuple[dict, dict[str, dict], dict[str, dict]]:
+        ratios = row.get("ratios", {"secumail": row["ratio"]} if "ratio" in row else {})
+        return (row.get("postfix", {}), {n: row.get(n, {}) for n in variants},
+                {n: ratios.get(n, {}) for n in variants})
+
+    def header(*cells: str) -> list[str]:
+        return ["| " + " | ".join(cells) + " |", "|---|---:|" + "---:|" * (len(cells) - 2)]
+
     lines = [
         f"# Secumail vs Postfix+OpenDKIM — {meta['started']} ({meta['mode']})",
         "",
         f"{meta['machine']['cpus']} CPUs, kernel {meta['machine']['kernel']}, Python {meta['machine']['python']}; "
-        f"Postfix {meta['systems'].get('postfix', {}).get('version', '–')}, OpenDKIM "
-        f"{meta['systems'].get('postfix', {}).get('opendkim', '–')}, {meta['systems'].get('secumail', {}).get('label', 'Secumail')} "
-        f"{meta['systems'].get('secumail', {}).get('version', '–')}. "
+        f"Postfix {pf_info.get('version', '–')}, OpenDKIM {pf_info.get('opendkim', '–')}, {who}. "
         f"Medians of {pl['reps']} throughput runs × {pl['tput_seconds']:.0f} s (+ drain) and {pl['lat_reps']} latency runs × "
-        f"{pl['lat_seconds']:.0f} s at {meta['latency_offered_rate']:.0f} msg/s. Ratio = Secumail / Postfix.",
+        f"{pl['lat_seconds']:.0f} s at {meta['latency_offered_rate']:.0f} msg/s. {ratio_note}",
         "",
         "## Throughput (closed loop, persistent TLS+AUTH connections, pipelined)",
         "",
-        "| size | conns | Postfix accepted/s | Postfix delivered/s | Secumail accepted/s | Secumail delivered/s | ratio accepted | ratio delivered |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *header("size", "conns", "Postfix accepted/s", "Postfix delivered/s",
+                *[c for n in variants for c in (f"{title[n]} accepted/s", f"{title[n]} delivered/s",
+                                                f"ratio accepted{tail[n]}", f"ratio delivered{tail[n]}")]),
     ]
     for row in summary:
-        p, s, q = row.get("postfix", {}), row.get("secumail", {}), row.get("ratio", {})
+        p, s, q = cols(row)
         lines.append(f"| {row['size']} | {row['connections']} | {_f(p.get('accepted_per_s'))} | {_f(p.get('delivered_per_s'))} | "
-                     f"{_f(s.get('accepted_per_s'))} | {_f(s.get('delivered_per_s'))} | {_r(q.get('accepted_per_s'))} | {_r(q.get('delivered_per_s'))} |")
+                     + " | ".join(f"{_f(s[n].get('accepted_per_s'))} | {_f(s[n].get('delivered_per_s'))} | "
+                                  f"{_r(q[n].get('accepted_per_s'))} | {_r(q[n].get('delivered_per_s'))}" for n in variants)
+                     + " |")
     lines += [
         "",
         f"## Latency submit → delivered at the sink, offered {meta['latency_offered_rate']:.0f} msg/s",
         "",
-        "| size | conns | Postfix p50 ms | Postfix p99 ms | Secumail p50 ms | Secumail p99 ms | ratio p50 | ratio p99 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        *header("size", "conns", "Postfix p50 ms", "Postfix p99 ms",
+                *[c for n in variants for c in (f"{title[n]} p50 ms", f"{title[n]} p99 ms",
+                                                f"ratio p50{tail[n]}", f"ratio p99{tail[n]}")]),
     ]
     for row in summary:
-        p, s, q = row.get("postfix", {}), row.get("secumail", {}), row.get("ratio", {})
+        p, s, q = cols(row)
         lines.append(f"| {row['size']} | {row['connections']} | {_f(p.get('p50_ms'), 1)} | {_f(p.get('p99_ms'), 1)} | "
-                     f"{_f(s.get('p50_ms'), 1)} | {_f(s.get('p99_ms'), 1)} | {_r(q.get('p50_ms'))} | {_r(q.get('p99_ms'))} |")
+                     + " | ".join(f"{_f(s[n].get('p50_ms'), 1)} | {_f(s[n].get('p99_ms'), 1)} | "
+                                  f"{_r(q[n].get('p50_ms'))} | {_r(q[n].get('p99_ms'))}" for n in variants)
+                     + " |")
     lines += [
         "",
         "## Cost per delivered message (throughput runs)",
         "",
-        "| size | conns | Postfix CPU ms/msg (postfix + opendkim) | Secumail CPU ms/msg | ratio CPU | Postfix peak RSS MB (PSS) | Secumail peak RSS MB (PSS) | ratio RSS (PSS) | sink / loadgen CPU ms/msg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *header("size", "conns", "Postfix CPU ms/msg (postfix + opendkim)",
+                *[c for n in variants for c in (f"{title[n]} CPU ms/msg", f"ratio CPU{tail[n]}")],
+                "Postfix peak RSS MB (PSS)",
+                *[c for n in variants for c in (f"{title[n]} peak RSS MB (PSS)", f"ratio RSS (PSS){tail[n]}")],
+                "sink / loadgen CPU ms/msg"),
     ]
     for row in summary:
-        p, s, q = row.get("postfix", {}), row.get("secumail", {}), row.get("ratio", {})
+        p, s, q = cols(row)
         pg = p.get("cpu_ms_per_msg_by_group", {})
-        sink = [x.get("sink_cpu_ms_per_msg") for x in (p, s) if x]
-        lg = [x.get("loadgen_cpu_ms_per_msg") for x in (p, s) if x]
+        present = [x for x in (p, *s.values()) if x]
+        sink = [x.get("sink_cpu_ms_per_msg") for x in present]
+        lg = [x.get("loadgen_cpu_ms_per_msg") for x in present]
         lines.append(
             f"| {row['size']} | {row['connections']} | {_f(p.get('cpu_ms_per_msg'), 2)} ({_f(pg.get('postfix'), 2)} + {_f(pg.get('opendkim'), 2)}) | "
-            f"{_f(s.get('cpu_ms_per_msg'), 2)} | {_r(q.get('cpu_ms_per_msg'))} | {_f(p.get('peak_rss_mb'))} ({_f(p.get('peak_pss_mb'))}) | "
-            f"{_f(s.get('peak_rss_mb'))} ({_f(s.get('peak_pss_mb'))}) | {_r(q.get('peak_rss_mb'))} ({_r(q.get('peak_pss_mb'))}) | "
-            f"{_f(median(sink), 2)} / {_f(median(lg), 2)} |")
+            + " | ".join(f"{_f(s[n].get('cpu_ms_per_msg'), 2)} | {_r(q[n].get('cpu_ms_per_msg'))}" for n in variants)
+            + f" | {_f(p.get('peak_rss_mb'))} ({_f(p.get('peak_pss_mb'))}) | "
+            + " | ".join(f"{_f(s[n].get('peak_rss_mb'))} ({_f(s[n].get('peak_pss_mb'))}) | "
+                         f"{_r(q[n].get('peak_rss_mb'))} ({_r(q[n].get('peak_pss_mb'))})" for n in variants)
+            + f" | {_f(median(sink), 2)} / {_f(median(lg), 2)} |")
     problems = [f"{row['size']} c={row['connections']} {name}: {row[name]['undelivered']} undelivered when the cell "
                 f"ended (stalled 30 s; {row[name]['late_arrivals']} of them arrived later in the run), "
                 f"{row[name]['duplicates']} duplicates, {row[name]['failed_submissions']} failed submissions"
-                for row in summary for name in ("postfix", "secumail")
+                for row in summary for name in ("postfix", *variants)
                 if name in row and (row[name]["undelivered"] or row[name]["duplicates"] or row[name]["failed_submissions"])]
     lines += ["", "Peak RSS = sum of VmHWM over the group's processes (Postfix: ~40 processes sharing "
               "libraries, counted in each); PSS = peak of the summed proportional set size, sampled each second.",
               "CPU = utime+stime of every process of the group (Postfix master + all its children, reaped "
-              "children included; OpenDKIM; `secumail serve`), from the start of the load to the last delivery."]
+              "children included; OpenDKIM; `secumail serve` and its worker processes), from the start of the "
+              "load to the last delivery."]
     lines += ["", "Every accepted message was delivered exactly once." if not problems else "**Problems:** " + "; ".join(problems)]
     ew = meta["equal_work"]
     sig = {n: ", ".join(f"{d['algorithm']} d={d['domain']} {'ok' if d['verified'] else 'BAD'}" for d in v["dkim"])
@@ -663,7 +773,9 @@ def markdown(meta: dict, summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: list[dict], plan: dict, path: Path, meta_label: str = "Secumail") -> None:
+def plot(summary: list[dict], plan: dict, path: Path, labels: dict[str, str] | None = None) -> None:
+    """Throughput and latency against connections: one colour per system (`labels`: system
+    name → legend label, in order; default: the systems found in `summary`)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -671,16 +783,21 @@ def plot(summary: list[dict], plan: dict, path: Path, meta_label: str = "Secumai
     except ImportError:
         log("matplotlib missing: no plot (pip install matplotlib)")
         return
+    if labels is None:
+        names = sorted(dict.fromkeys(k for r in summary for k in r if k not in ("size", "connections", "ratio", "ratios")),
+                       key=lambda n: n != "postfix")
+        labels = {n: "Postfix+OpenDKIM" if n == "postfix" else n for n in names}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    colors = {"postfix": "tab:blue", "secumail": "tab:red"}
+    palette = iter(["tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
+    colors = {n: "tab:blue" if n == "postfix" else next(palette, "tab:gray") for n in labels}
     styles = {"5k": "-", "100k": "--"}
-    for system in ("postfix", "secumail"):
+    for system, system_label in labels.items():
         for size in plan["sizes"]:
             rows = [r for r in summary if r["size"] == size and system in r]
             if not rows:
                 continue
             xs = [r["connections"] for r in rows]
-            label = f"{'Postfix+OpenDKIM' if system == 'postfix' else meta_label} {size}"
+            label = f"{system_label} {size}"
             ax1.plot(xs, [r[system]["delivered_per_s"] or 0 for r in rows], styles[size], marker="o",
                      color=colors[system], label=f"{label} delivered")
             ax1.plot(xs, [r[system]["accepted_per_s"] or 0 for r in rows], styles[size], marker="x",
@@ -756,13 +873,14 @@ def profile(args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = RESULTS / f"{stamp}-profile-{args.size}.txt"
-    with Bench(postfix=False, keep=args.keep) as bench:
+    with Bench(postfix=False, keep=args.keep, workers=args.workers[:1]) as bench:
         s = bench.systems["secumail"]
         bench.cell(s, size=args.size, connections=8, mode="closed", duration=2, prefix="warm")
         duration = args.seconds or 10
         pid = s.pids()[0]
         spy_proc = subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(int(duration)), "-r", "200",
                                      "-f", "raw", "-o", str(out), "--nonblocking" if not args.native else "--native",
+                                     *(["--subprocesses"] if args.workers[0] > 1 else []),
                                      *(["--gil"] if args.gil else [])],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         r = bench.cell(s, size=args.size, connections=args.connections, mode="closed", duration=duration + 1)
@@ -840,7 +958,7 @@ def queue100k(args: argparse.Namespace) -> None:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     report: dict[str, Any] = {"messages": total, "retry_seconds": args.retry, "systems": {}}
     with Bench(postfix="postfix" in systems, secumail="secumail" in systems, keep=args.keep,
-               secumail_settings=settings) as bench:
+               secumail_settings=settings, workers=args.workers[:1]) as bench:
         for name in systems:
             s = bench.systems[name]
             tag = bench.tag("q")
@@ -905,7 +1023,8 @@ def overload(args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     report: dict[str, Any] = {"systems": {}}
-    with Bench(postfix="postfix" in systems, secumail="secumail" in systems, keep=args.keep) as bench:
+    with Bench(postfix="postfix" in systems, secumail="secumail" in systems, keep=args.keep,
+               workers=args.workers[:1]) as bench:
         for name in systems:
             s = bench.systems[name]
             cap = bench.cell(s, size="5k", connections=8, mode="closed", duration=8, prefix="cap")
@@ -926,6 +1045,16 @@ def overload(args: argparse.Namespace) -> None:
     out = RESULTS / f"{stamp}-overload.json"
     out.write_text(json.dumps(report, indent=1))
     log(f"wrote {out}")
+
+
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of worker counts: {text!r}") from None
+    if not counts or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"worker counts must be positive: {text!r}")
+    return list(dict.fromkeys(counts))
 
 
 def main() -> None:
@@ -960,8 +1089,12 @@ def main() -> None:
                     help="compare: connection counts, comma-separated (overrides the plan)")
     ap.add_argument("--sizes", dest="cells_sizes", default="",
                     help="compare: message sizes, comma-separated (overrides the plan)")
-    ap.add_argument("--systems", default="secumail,postfix", help="which systems to run")
-    ap.add_argument("--workers", type=int, default=1, help="secumail serve --workers N")
+    ap.add_argument("--systems", default="secumail,postfix",
+                    help="which systems to run (secumail = one Secumail gateway per --workers entry)")
+    ap.add_argument("--workers", type=_worker_counts, default=[1],
+                    help="secumail serve --workers N; compare: comma-separated, one Secumail gateway each, "
+                         "all against the same Postfix in one run (e.g. 1,2); profile, queue100k, overload: "
+                         "the first entry")
     args = ap.parse_args()
     if args.command == "compare":
         compare(args)

@@ -1,7 +1,9 @@
 """A byte channel over an asyncio transport: line reads with limits, STARTTLS, flow control.
 
 One Channel per connection; the session coroutine reads from it. Input is buffered, so
-pipelined commands (RFC 2920) are simply read in turn; `discard_input()` drops what is
+pipelined commands (RFC 2920) are simply read in turn. Output is held until the session
+waits for input (or drains, or closes): the replies to a pipelined group leave together
+in one TLS record and one send, as RFC 2920 §3.2 allows; `discard_input()` drops what is
 buffered, which STARTTLS needs (CVE-2011-0411: nothing sent in plaintext before the
 handshake may be acted on after it).
 """
@@ -28,6 +30,7 @@ class Channel(asyncio.Protocol):
         self._on_open = on_open
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
+        self._out = bytearray()
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._can_write = asyncio.Event()
@@ -72,6 +75,7 @@ class Channel(asyncio.Protocol):
             self._waiter.set_result(None)
 
     async def _more(self) -> None:
+        self.flush()
         if self._eof:
             raise ChannelClosed
         if self._paused and self.transport is not None:
@@ -132,16 +136,26 @@ class Channel(asyncio.Protocol):
 
     # -- writing -------------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Queue `data`; it is sent when the session next waits for input, drains or
+        closes (or at once by `flush`)."""
+        self._out += data
+
+    def flush(self) -> None:
+        if not self._out:
+            return
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self.transport.write(bytes(self._out))
+        self._out.clear()
 
     async def drain(self) -> None:
+        self.flush()
         await self._can_write.wait()
 
     async def start_tls(self, ctx: ssl.SSLContext, timeout: float) -> None:
         """Upgrade to TLS as the server; call right after writing the 220 (no await between)."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
+        self.flush()
         self._buf.clear()
         new = await loop.start_tls(
             self.transport, self, ctx, server_side=True, ssl_handshake_timeout=timeout
@@ -156,11 +170,13 @@ class Channel(asyncio.Protocol):
     def close(self) -> None:
         """Close (TLS: after close_notify); the session's reads end at once, not when the
         peer gets round to acknowledging."""
+        self.flush()
         self._eof = True
         self._wake()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
+        self._out.clear()
         if self.transport is not None:
             self.transport.abort()
