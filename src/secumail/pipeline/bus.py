@@ -18,6 +18,10 @@ from typing import Protocol
 class Job:
     message_id: str
     payload: dict = field(default_factory=dict)
+    # What a stage already has in hand for the next one when the runner chains them in one
+    # process (the message record, the signed bytes): never stored, never sent on the bus,
+    # so a stage that finds nothing here reads it from the store as usual.
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     def encode(self) -> str:
         return json.dumps(self.payload, separators=(",", ":"))

@@ -75,11 +75,14 @@ class DeliverStage:
 
     async def handle(self, job: Job) -> StageResult:
         store = self.ctx.store
-        record = await store.message(job.message_id, history=False)
+        record = job.memo.pop("record", None) or await store.message(
+            job.message_id, history=False
+        )
+        signed = job.memo.pop("message", None)
         pending = [r for r in record.recipients if not r.status.is_final]
         finish = [store.finish_message_op(record.id), self.ctx.bodies.destroy_op(record.id)]
         if pending:
-            updates, attempts, ops, remember = await self._deliver(record, pending)
+            updates, attempts, ops, remember = await self._deliver(record, pending, signed)
             record.recipients = _apply(record.recipients, updates)
             final = all(r.status.is_final for r in record.recipients)
             # One transaction: outcomes, attempts, evidence, counters — and, when the
@@ -98,9 +101,11 @@ class DeliverStage:
             return StageResult.go_on({"kind": "failed"})
         return StageResult.done()
 
-    async def _deliver(self, record: MessageRecord, pending: list):
-        """(updates, attempts, store ops, domains to remember) of one delivery round."""
-        body = await self.ctx.bodies.get(record.id)
+    async def _deliver(self, record: MessageRecord, pending: list, body: bytes | None = None):
+        """(updates, attempts, store ops, domains to remember) of one delivery round
+        (`body`: the message as stored, when the sign stage just handed it over)."""
+        if body is None:
+            body = await self.ctx.bodies.get(record.id)
         account = await self.ctx.account(record.account_id)
         by_domain: dict[str, list[str]] = {}
         for r in pending:

@@ -26,7 +26,9 @@ class RouteStage:
         self.ctx = ctx
 
     async def handle(self, job: Job) -> StageResult:
-        record = await self.ctx.store.message(job.message_id, history=False)
+        record = await self.ctx.store.message(
+            job.message_id, history=False, event_kinds=("signed",)
+        )
         pending: dict[str, list[str]] = {}
         for r in record.recipients:
             if r.status is RecipientStatus.QUEUED:
@@ -49,6 +51,8 @@ class RouteStage:
             ]
         if updates:
             await self.ctx.store.record_outcome(job.message_id, updates)
+        else:
+            job.memo["record"] = record  # unchanged: the sign stage needs no second read
         return StageResult.go_on()
 
     async def _domain_fate(self, domain: str) -> tuple[str, str] | None:

@@ -60,7 +60,9 @@ class SignStage:
 
     async def handle(self, job: Job) -> StageResult:
         store = self.ctx.store
-        record = await store.message(job.message_id, history=False, event_kinds=("signed",))
+        record = job.memo.pop("record", None) or await store.message(
+            job.message_id, history=False, event_kinds=("signed",)
+        )
         if any(e.kind == "signed" for e in record.events):
             return StageResult.go_on()
         pending = [r for r in record.recipients if not r.status.is_final]
@@ -95,6 +97,9 @@ class SignStage:
         if rewritten:
             writes.insert(0, self.ctx.bodies.replace_op(record.id, body))
         await store.db.run(lambda c: [w(c) for w in writes])
+        # For the deliver stage when it runs next in this process: what it would read back.
+        job.memo["record"] = record
+        job.memo["message"] = prefix + body
         return StageResult.go_on()
 
     async def _dkim_keys(
