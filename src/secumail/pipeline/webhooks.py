@@ -89,17 +89,21 @@ class WebhookDispatcher:
 
     async def collect(self) -> int:
         """Turn new events into deliveries for the subscriptions that want them."""
+        hooks: dict[str, list] = {}
+        for h in await self.store.list():
+            hooks.setdefault(h.account_id, []).append(h)
+        if not hooks:
+            # Nobody subscribed: events of this time are not for later subscriptions either.
+            await self.store.skip_to_newest()
+            return 0
         msg_cursor = await self.store.cursor("webhooks:events")
         acc_cursor = await self.store.cursor("webhooks:account_events")
         msg_events, acc_events = await self.store.new_events(msg_cursor, acc_cursor)
         if not msg_events and not acc_events:
             return 0
-        hooks: dict[str, list] = {}
-        for h in await self.store.list():
-            hooks.setdefault(h.account_id, []).append(h)
         out: list[tuple[str, str, str, str]] = []
         for e in msg_events:
-            if e["kind"] not in MESSAGE_EVENTS or e["dsn_of"] or not e["account_id"]:
+            if e["kind"] not in MESSAGE_EVENTS or e["dsn_of"] or e["account_id"] not in hooks:
                 continue
             detail = json.loads(e["detail"])
             payload = {
@@ -116,7 +120,7 @@ class WebhookDispatcher:
             }
             out += self._for(hooks.get(e["account_id"], []), payload)
         for e in acc_events:
-            if e["kind"] not in ACCOUNT_EVENTS:
+            if e["kind"] not in ACCOUNT_EVENTS or e["account_id"] not in hooks:
                 continue
             payload = {
                 "id": f"evt_a{e['id']}",

@@ -146,6 +146,24 @@ class WebhookStore:
 
         return await self.db.run(op)
 
+    async def skip_to_newest(self) -> None:
+        """No subscriptions: move the cursors past every event there is (nothing to send,
+        nothing to read)."""
+
+        def op(c: sqlite3.Connection) -> None:
+            for name, table in (
+                ("webhooks:events", "events"),
+                ("webhooks:account_events", "account_events"),
+            ):
+                c.execute(
+                    "INSERT OR REPLACE INTO cursors VALUES (?, (SELECT COALESCE(MAX(id), 0) FROM "  # noqa: S608 - fixed table names
+                    + table
+                    + "))",
+                    (name,),
+                )
+
+        await self.db.run(op)
+
     async def enqueue(
         self, deliveries: list[tuple[str, str, str, str]], cursors: dict[str, int]
     ) -> None:
