@@ -92,6 +92,17 @@ def test_admission_control_answers_451_when_the_intake_is_full(
     s = open_session(gw, who)
     code, text = s.cmd("MAIL FROM:<alice@hospital.test>")
     assert (code, text[:5]) == (451, "4.3.2")
+    # A client that pipelined RCPT and DATA after MAIL gets 503 for them; being told
+    # "busy" again and again must not end its connection (max_errors is 10).
+    for _ in range(8):
+        assert s.cmd("MAIL FROM:<alice@hospital.test>")[0] == 451
+        assert s.cmd("RCPT TO:<a@clinic.test>") == (503, "5.5.1 Need MAIL before RCPT")
+        assert s.cmd("DATA")[0] == 503
+    assert s.cmd("NOOP")[0] == 250, "still connected"
+    # Out-of-sequence commands without such a refusal are still the client's errors.
+    s.cmd("RSET")
+    assert [s.cmd("RCPT TO:<a@clinic.test>")[0] for _ in range(10)] == [503] * 10
+    assert s.reply()[0] == 421, "too many errors: the gateway says goodbye"
     gw.stop()
     gw.start()  # all roles: the queue drains; the two accepted messages arrive
     assert len(mx.wait_for(2)) == 2

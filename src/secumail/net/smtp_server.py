@@ -121,6 +121,10 @@ class SubmissionSession:
         self.envelope: Envelope | None = None
         self.errors = 0
         self.in_data = False
+        # MAIL was answered "busy" (451): the RCPT and DATA the client pipelined after it
+        # (RFC 2920) get 503 without counting as the client's errors — a busy gateway must
+        # not also cut the connection, which only brings a reconnect (TLS, AUTH) back.
+        self.busy_refused = False
 
     # -- plumbing ------------------------------------------------------------------
     def send(self, reply: Reply) -> None:
@@ -139,6 +143,13 @@ class SubmissionSession:
         if self.errors >= self.limits.max_errors:
             self.send(R.TOO_MANY_ERRORS)
             raise _Close
+
+    def _sequence_error(self, reply: Reply) -> None:
+        """Out of sequence: the client's error, unless it follows our own 451 to MAIL."""
+        if self.busy_refused:
+            self.send(reply)
+        else:
+            self._error(reply)
 
     async def run(self) -> None:
         try:
@@ -317,6 +328,7 @@ class SubmissionSession:
             return None
 
     async def smtp_MAIL(self, arg: str) -> None:
+        self.busy_refused = False
         if self.helo is None:
             self._error(Reply(503, "5.5.1", "Send EHLO first"))
             return
@@ -344,6 +356,7 @@ class SubmissionSession:
         busy = await self.policy.admission()
         if busy is not None:
             self.send(busy)
+            self.busy_refused = True
             return
         refused = await self.policy.check_sender(self.principal, path.address)
         if refused is not None:
@@ -379,7 +392,7 @@ class SubmissionSession:
 
     async def smtp_RCPT(self, arg: str) -> None:
         if self.envelope is None or self.principal is None:
-            self._error(Reply(503, "5.5.1", "Need MAIL before RCPT"))
+            self._sequence_error(Reply(503, "5.5.1", "Need MAIL before RCPT"))
             return
         if len(self.envelope.rcpt_to) >= self.limits.max_recipients:
             self.send(R.TOO_MANY_RECIPIENTS)
@@ -411,7 +424,7 @@ class SubmissionSession:
             self._error(Reply(501, "5.5.4", "DATA takes no parameters"))
             return
         if self.envelope is None or self.principal is None:
-            self._error(Reply(503, "5.5.1", "Need MAIL before DATA"))
+            self._sequence_error(Reply(503, "5.5.1", "Need MAIL before DATA"))
             return
         if not self.envelope.rcpt_to:
             self._error(Reply(554, "5.5.1", "No valid recipients"))
@@ -456,6 +469,7 @@ class SubmissionSession:
 
     async def smtp_RSET(self, arg: str) -> None:
         self.envelope = None
+        self.busy_refused = False
         self.send(R.OK)
 
     async def smtp_NOOP(self, arg: str) -> None:
