@@ -10,6 +10,7 @@ import contextlib
 import functools
 import logging
 import signal
+import socket
 from importlib.metadata import entry_points
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -288,8 +289,17 @@ class Gateway:
     """`secumail serve`: the submission server and the stage runners in one process."""
 
     def __init__(
-        self, settings: Settings, roles: set[str], *, worker: int = 0, workers: int = 1
+        self,
+        settings: Settings,
+        roles: set[str],
+        *,
+        worker: int = 0,
+        workers: int = 1,
+        handoff_to: list[socket.socket] | None = None,
+        handoff_from: socket.socket | None = None,
     ) -> None:
+        self.handoff_to = handoff_to or []
+        self.handoff_from = handoff_from
         self.settings = settings
         self.roles = roles
         self.worker = worker  # this process's index among `workers` identical processes
@@ -330,10 +340,15 @@ class Gateway:
                 max_connections=s.submission.max_connections,
             )
             self.submission.reuse_port = self.workers > 1
-            try:
-                await self.submission.listen(s.submission.listen, s.submission.listen_tls)
-            except OSError as exc:
-                raise ConfigError(f"cannot listen for submission: {exc}") from exc
+            self.submission.handoff_to = self.handoff_to
+            if self.handoff_from is not None:
+                self.submission.receive_from(self.handoff_from)
+                log.info("submission: serving the connections worker 0 hands over")
+            else:
+                try:
+                    await self.submission.listen(s.submission.listen, s.submission.listen_tls)
+                except OSError as exc:
+                    raise ConfigError(f"cannot listen for submission: {exc}") from exc
             for host, port, implicit in self.submission.bound:
                 log.info(
                     "submission listening on %s:%d (%s)",

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.e2e.raw_smtp import open_session
+from tests.e2e.raw_smtp import RawSmtp, open_session
 from tests.e2e.world import Customer, GatewayProcess, World, make_message
 from tests.harness.dns import AuthoritativeDns
 
@@ -161,7 +161,19 @@ def test_two_worker_processes_share_the_port_and_the_queue(
         gw.wait_status(qid, {"delivered"})
     time.sleep(1.0)
     assert len(mx.received) == 12 == len({tuple(m.rcpt_to) for m in got}), "each delivered exactly once"
-    assert "worker=1" in gw.log(), "the second worker ran"
+    accepted = [line for line in gw.log().splitlines() if 'msg="accepted ' in line]
+    # The first worker accepts every connection and hands out every other one: 6 + 6
+    # (the kernel's SO_REUSEPORT hash would split them unevenly most of the time).
+    assert len(accepted) == 12
+    assert sum("worker=1" in line for line in accepted) == 6, "connections dealt in turn"
+    # Implicit TLS (465) too: the worker that gets the connection does the handshake.
+    for _ in range(2):
+        s = RawSmtp(gw.tls_port, implicit_tls=True, ctx=gw.client_context())
+        assert s.reply()[0] == 220
+        s.cmd("EHLO client.test")
+        assert s.login(who)[0] == 235
+        assert s.cmd("NOOP")[0] == 250
+        s.close()
     assert gw.stop() == 0
     deadline = time.monotonic() + 10
     while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:

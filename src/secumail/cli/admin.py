@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from secumail.pki.passwords import hash_secret, new_secret
 
 log = logging.getLogger("secumail")
 WORKER_ENV = "SECUMAIL_WORKER_INDEX"
+HANDOFF_ENV = "SECUMAIL_HANDOFF_FD"  # the socket a worker gets its SMTP connections on
 
 
 def init(settings: Settings, config_path: Path, as_json: bool, template: str) -> int:
@@ -62,7 +64,8 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
 
 def serve(settings: Settings, roles: set[str], workers: int = 1) -> int:
     """Run the gateway. With `workers` > 1 the first process starts the others: identical
-    processes sharing the listening ports (SO_REUSEPORT) and the store, one per core."""
+    processes sharing the store, one per core; the first accepts the SMTP connections and
+    hands them out in turn, the API port is shared (SO_REUSEPORT)."""
     try:
         import uvloop
 
@@ -73,17 +76,34 @@ def serve(settings: Settings, roles: set[str], workers: int = 1) -> int:
     if worker == 0:
         initialise(settings)
     children: list[subprocess.Popen[bytes]] = []
+    handoff_to: list[socket.socket] = []
     if worker == 0 and workers > 1:
         for i in range(1, workers):
-            env = {**os.environ, WORKER_ENV: str(i)}
+            # The first worker accepts SMTP connections and hands every other one over.
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            env = {**os.environ, WORKER_ENV: str(i), HANDOFF_ENV: str(theirs.fileno())}
             children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "secumail.cli.main", *sys.argv[1:]], env=env
+                    [sys.executable, "-m", "secumail.cli.main", *sys.argv[1:]],
+                    env=env,
+                    pass_fds=(theirs.fileno(),),
                 )
             )
+            theirs.close()
+            handoff_to.append(ours)
+    handoff_from = None
+    if worker > 0 and os.environ.get(HANDOFF_ENV):
+        handoff_from = socket.socket(fileno=int(os.environ[HANDOFF_ENV]))
 
     async def main() -> None:
-        gateway = Gateway(settings, roles, worker=worker, workers=workers)
+        gateway = Gateway(
+            settings,
+            roles,
+            worker=worker,
+            workers=workers,
+            handoff_to=handoff_to,
+            handoff_from=handoff_from,
+        )
         try:
             await gateway.start()
         except BaseException:

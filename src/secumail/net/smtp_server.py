@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import enum
 import logging
+import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -486,6 +487,21 @@ class SubmissionSession:
         self.send(Reply(214, "2.0.0", "See RFC 5321"))
 
 
+def _listening_socket(host: str | None, port: int) -> socket.socket:
+    if not host or host == "::":
+        if socket.has_dualstack_ipv6():
+            sock = socket.create_server(
+                ("", port), family=socket.AF_INET6, backlog=1024, dualstack_ipv6=True
+            )
+        else:
+            sock = socket.create_server(("", port), backlog=1024)
+    else:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.setblocking(False)
+    return sock
+
+
 class SubmissionServer:
     """Listeners for STARTTLS (`listen`) and implicit TLS (`listen_tls`), and their sessions."""
 
@@ -503,6 +519,15 @@ class SubmissionServer:
         self.max_connections = max_connections
         self.closing = False
         self.reuse_port = False
+        # Worker processes: the first accepts every connection and hands them out in turn
+        # (to itself and over these sockets to the others), so 8 connections make 4 + 4 —
+        # SO_REUSEPORT's hash made 5 + 3 or 6 + 2 about two times in three.
+        self.handoff_to: list[socket.socket] = []
+        self._turn = 0
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task[None]] = []
+        self._handoff_from: socket.socket | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
         self.sessions: set[SubmissionSession] = set()
         self._drained = asyncio.Event()
         self._servers: list[asyncio.base_events.Server] = []
@@ -513,6 +538,13 @@ class SubmissionServer:
         for entries, implicit in ((listen, False), (listen_tls, True)):
             for entry in entries:
                 host, port = parse_host_port(entry)
+                if self.handoff_to:
+                    sock = _listening_socket(host, port)
+                    self._listeners.append(sock)
+                    self._accepting.append(loop.create_task(self._accept(sock, implicit)))
+                    name = sock.getsockname()
+                    self.bound.append((name[0], name[1], implicit))
+                    continue
                 server = await loop.create_server(
                     lambda implicit=implicit: Channel(lambda ch: self._session(ch, implicit)),
                     host or None,
@@ -546,11 +578,82 @@ class SubmissionServer:
             if not self.sessions:
                 self._drained.set()
 
+    async def _accept(self, listener: socket.socket, implicit: bool) -> None:
+        """Accept connections and give each to the next process in turn (this one too)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _peer = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors, say: do not spin
+                log.warning("cannot accept a connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            turn = self._turn % (len(self.handoff_to) + 1)
+            self._turn += 1
+            if turn:
+                try:
+                    socket.send_fds(
+                        self.handoff_to[turn - 1], [b"T" if implicit else b"S"], [conn.fileno()]
+                    )
+                except OSError as exc:
+                    log.warning("worker %d does not take connections (%s); serving here", turn, exc)
+                else:
+                    conn.close()
+                    continue
+            self._adopt_soon(conn, implicit)
+
+    def _adopt_soon(self, conn: socket.socket, implicit: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self.adopt(conn, implicit))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    async def adopt(self, conn: socket.socket, implicit: bool) -> None:
+        """Serve an accepted connection (implicit TLS: handshake first)."""
+        conn.setblocking(False)
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: Channel(lambda ch: self._session(ch, implicit)),
+                conn,
+                ssl=self.tls_context if implicit else None,
+                ssl_handshake_timeout=30.0 if implicit else None,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.debug("connection dropped before the session: %s", exc)
+            conn.close()
+
+    def receive_from(self, peer: socket.socket) -> None:
+        """Serve the connections the first worker hands over on `peer`."""
+        loop = asyncio.get_running_loop()
+        peer.setblocking(False)
+        self._handoff_from = peer
+
+        def readable() -> None:
+            while True:
+                try:
+                    kind, fds, _flags, _addr = socket.recv_fds(peer, 1, 1)
+                except BlockingIOError:
+                    return
+                except OSError:
+                    kind, fds = b"", []
+                if not kind and not fds:  # the first worker has gone
+                    loop.remove_reader(peer.fileno())
+                    return
+                for fd in fds:
+                    self._adopt_soon(socket.socket(fileno=fd), kind == b"T")
+
+        loop.add_reader(peer.fileno(), readable)
+
     async def close(self, grace: float = 10.0) -> None:
         """Stop listening; idle sessions get 421, sessions in DATA may finish first."""
         self.closing = True
         for server in self._servers:
             server.close()
+        for task in self._accepting:
+            task.cancel()
+        for listener in self._listeners:
+            listener.close()
+        if self._handoff_from is not None:
+            asyncio.get_running_loop().remove_reader(self._handoff_from.fileno())
         deadline = asyncio.get_running_loop().time() + grace
         for session in list(self.sessions):
             if not session.in_data:
