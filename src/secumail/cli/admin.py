@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -109,6 +110,12 @@ def serve(settings: Settings, roles: set[str], workers: int = 1) -> int:
         except BaseException:
             await gateway.shutdown([])
             raise
+        # Everything built at start (modules, settings, keys, caches) lives as long as the
+        # process: out of the collector's sight, so a full collection scans only what
+        # came since. Measured under load before this: 40-70 ms pauses of the whole
+        # gateway, the worst latencies of the run.
+        gc.collect()
+        gc.freeze()
         await gateway.run_until_stopped()
 
     try:
