@@ -172,3 +172,29 @@ def test_invalid_schema_is_a_store_error(tmp_path: Path) -> None:
     db = Database(tmp_path / "bad.sqlite")
     with pytest.raises(StoreError, match="cannot open"):
         db.open(["CREATE TABLE ("])
+
+
+def test_reads_see_committed_state_and_do_not_wait_for_writes(db: Database) -> None:
+    async def main() -> None:
+        await db.run(insert("a", 1))
+        with another_writer(db):
+            pending = asyncio.ensure_future(db.run(insert("b", 2)))
+            await asyncio.sleep(0.05)
+            # The write waits for the other process; a read does not, and sees only what
+            # is committed.
+            assert await asyncio.wait_for(db.read(keys), 1) == ["a"]
+            assert not pending.done()
+        await asyncio.wait_for(pending, 5)
+        assert await db.read(keys) == ["a", "b"], "durable on return, visible at once"
+
+    asyncio.run(main())
+
+
+def test_a_closed_database_refuses_reads_and_writes(tmp_path: Path) -> None:
+    db = Database(tmp_path / "closed.sqlite")
+    db.open(SCHEMA)
+    db.close()
+    with pytest.raises(StoreError, match="closed"):
+        db.read_sync(keys)
+    with pytest.raises(StoreError, match="closed"):
+        asyncio.run(db.run(insert("a")))
