@@ -179,3 +179,22 @@ def test_two_worker_processes_share_the_port_and_the_queue(
     while Path(f"/proc/{children[0]}").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not Path(f"/proc/{children[0]}").exists(), "the second worker stopped too"
+
+
+def test_a_machine_named_localhost_still_starts_and_relays(
+    make_gateway, dns: AuthoritativeDns, world: World
+) -> None:
+    # `make run` on a fresh machine: server.hostname defaults to the FQDN, which is often
+    # just "localhost" — not a domain the gateway can sign its notices with.
+    gw = make_gateway(server__hostname="localhost")
+    out = gw.cli("init")
+    assert out["gateway_dkim"] == []
+    assert "not a domain name" in gw.cli_process("init").stdout
+    gw.start()
+    world.domain("hospital.test")
+    who = gw.onboard(dns, "Ziekenhuis", "hospital.test")
+    mx = world.domain("clinic.test")
+    qid = gw.send(who, ["bob@clinic.test"])
+    assert mx.wait_for(1)[0].rcpt_to == ["bob@clinic.test"]
+    gw.wait_status(qid, {"delivered"})
+    assert "not a domain name" in gw.log()

@@ -57,8 +57,14 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
         f"config: {config_path}{' (written)' if wrote_config else ' (exists)'}\n"
         f"data:   {settings.data_dir}\n"
         + "".join(f"created {m}\n" for m in made)
-        + f"DKIM records for the gateway's own domain {settings.gateway_domain} (signs notices):\n"
-        + "".join(f'  {r.name}. IN TXT "{r.value}"\n' for r in records),
+        + (
+            f"DKIM records for the gateway's own domain {settings.gateway_domain} (signs notices):\n"
+            + "".join(f'  {r.name}. IN TXT "{r.value}"\n' for r in records)
+            if records
+            else f"no DKIM keys for the gateway's own domain {settings.gateway_domain!r}: it is not "
+            "a domain name. Set server.hostname (or signing.gateway_domain) to this gateway's "
+            "FQDN and run `secumail init` again; until then notices leave unsigned.\n"
+        ),
     )
     return 0
 

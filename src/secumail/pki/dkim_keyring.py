@@ -10,14 +10,18 @@ retired, so mail in flight keeps verifying.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from secumail.mail import dkim
+from secumail.mail.address import AddressError, normalise_domain
 from secumail.spool import sealing
 from secumail.store.records import DkimKeyRow
 from secumail.store.signing import SigningStore
+
+log = logging.getLogger("secumail.dkim")
 
 CACHE_SECONDS = 30.0
 TxtLookup = Callable[[str], Awaitable[list[str]]]
@@ -85,7 +89,18 @@ class DkimKeyring:
         return made
 
     async def ensure_keys(self, domain: str) -> list[DkimRecord]:
-        """Keys for `domain`, creating the first pair when it has none."""
+        """Keys for `domain`, creating the first pair when it has none; none (and a
+        warning) when `domain` is no domain name at all — a machine whose hostname is
+        `localhost` still starts, its notices leave unsigned until it is configured."""
+        try:
+            normalise_domain(domain)
+        except AddressError:
+            log.warning(
+                "no DKIM keys for the gateway's own domain %r: not a domain name; set "
+                "server.hostname (or signing.gateway_domain) to this gateway's FQDN",
+                domain,
+            )
+            return []
         records = await self.records(domain)
         return records or await self.create_keys(domain)
 
