@@ -198,3 +198,26 @@ def test_a_closed_database_refuses_reads_and_writes(tmp_path: Path) -> None:
         db.read_sync(keys)
     with pytest.raises(StoreError, match="closed"):
         asyncio.run(db.run(insert("a")))
+
+
+def test_close_after_drain_while_another_process_writes_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "drain.sqlite"
+    db = Database(path)
+    db.open(SCHEMA)
+
+    async def main() -> None:
+        lock = WriterLock(path.with_name(path.name + ".writer"))
+        lock.acquire()
+        calls = [asyncio.ensure_future(db.run(insert(f"k{i}"))) for i in range(5)]
+        await asyncio.sleep(0.05)  # the batch now waits for the lock in a thread
+        asyncio.get_running_loop().call_later(0.2, lambda: (lock.release(), lock.close()))
+        await db.drain()
+        db.close()  # on the loop's thread: must not wait for the loop
+        assert all(c.done() for c in calls)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 5
+    finally:
+        conn.close()

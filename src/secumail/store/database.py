@@ -85,8 +85,17 @@ class Database:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         self._conn = conn
 
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait until no batch is running or waiting (before `close` on the loop's thread:
+        a batch that waits for the file lock needs this loop to finish)."""
+        deadline = time.monotonic() + timeout
+        # Polled: shutdown only, and an Event would cost something on every batch.
+        while (self._busy or self._pending) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
     def close(self) -> None:
-        """Commit what is still pending, then close (callable from any thread)."""
+        """Commit what is still pending, then close (callable from any thread; on the
+        loop's own thread after `drain`)."""
         if self._conn is None:
             return
         self._flush()
