@@ -339,7 +339,6 @@ class Gateway:
                 server_context(s.cert_file, s.key_file),
                 max_connections=s.submission.max_connections,
             )
-            self.submission.reuse_port = self.workers > 1
             self.submission.handoff_to = self.handoff_to
             if self.handoff_from is not None:
                 self.submission.receive_from(self.handoff_from)

@@ -518,7 +518,6 @@ class SubmissionServer:
         self.tls_context = tls_context
         self.max_connections = max_connections
         self.closing = False
-        self.reuse_port = False
         # Worker processes: the first accepts every connection and hands them out in turn
         # (to itself and over these sockets to the others), so 8 connections make 4 + 4 —
         # SO_REUSEPORT's hash made 5 + 3 or 6 + 2 about two times in three.
@@ -553,9 +552,6 @@ class SubmissionServer:
                     ssl_handshake_timeout=30.0 if implicit else None,
                     backlog=1024,
                     reuse_address=True,
-                    # Several worker processes listen on the same port; the kernel spreads
-                    # connections over them (SO_REUSEPORT).
-                    reuse_port=self.reuse_port,
                 )
                 self._servers.append(server)
                 for sock in server.sockets:

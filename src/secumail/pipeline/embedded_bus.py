@@ -200,7 +200,7 @@ class EmbeddedBus:
     async def depths(self) -> dict[str, int]:
         """Jobs per queue; also counts the work that is ready now (not waiting to retry)."""
         now = time.time()
-        rows = await self.db.run(
+        rows = await self.db.read(
             lambda c: c.execute(
                 "SELECT queue, COUNT(*), TOTAL(available_at <= ?),"
                 " MIN(CASE WHEN available_at <= ? AND lease_until <= ? THEN available_at END)"
@@ -234,7 +234,7 @@ class EmbeddedBus:
                     oldest = first
             return ready, oldest
 
-        self._ready, oldest = await self.db.run(op)
+        self._ready, oldest = await self.db.read(op)
         self._oldest_wait = now - oldest if oldest is not None else 0.0
         self._depths_at = time.monotonic()
 

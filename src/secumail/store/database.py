@@ -128,7 +128,6 @@ class Database:
         """Blocking variant for command-line tools and threads without an event loop."""
         if self._conn is None:
             raise StoreError(f"database {self.path} is closed")
-        assert self._writer_lock is not None
         box: list[tuple[Any, BaseException | None]] = []
         self._hold()
         try:
@@ -165,20 +164,20 @@ class Database:
         the batch in a transaction, then commit it in the committer thread (the fsync
         must not stop the loop)."""
         conn = self._conn
-        with self._pending_lock:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        batch = self._take_batch()
         if conn is None or not batch:
             self._let_go()
             self._busy = False
             return
         try:
-            results = self._attempt(conn, batch, isolate=False, commit=False)
-            if results is None:
-                results = self._attempt(conn, batch, isolate=True, commit=False)
+            results = self._execute(conn, batch, commit=False)
         except sqlite3.Error as exc:
-            self._abandon(conn, batch, exc)
+            try:
+                _fail(conn, batch, exc)
+            finally:
+                self._let_go()
+                self._busy = False
             return
-        assert results is not None
         done = asyncio.get_running_loop().run_in_executor(self._committer, self._commit_and_let_go)
         done.add_done_callback(lambda f: self._batch_committed(batch, results, f))
 
@@ -204,26 +203,11 @@ class Database:
         self._busy = False
         error = done.exception()
         if error is not None:
-            failure = StoreError(f"database commit failed: {error}")
-            for _fn, future in batch:
-                _resolve(future, None, failure)
+            _fail(None, batch, error)
         else:
-            self._count(batch)
-            for (_fn, future), (value, err) in zip(batch, results, strict=True):
-                _resolve(future, value, err)
+            self._done(batch, results)
         if self._pending:
             self._flush_soon()
-
-    def _abandon(self, conn: sqlite3.Connection, batch: list[Pending], exc: Exception) -> None:
-        try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        finally:
-            self._let_go()
-            self._busy = False
-        error = StoreError(f"database commit failed: {exc}")
-        for _fn, future in batch:
-            _resolve(future, None, error)
 
     def _try_hold(self) -> bool:
         assert self._writer_lock is not None
@@ -254,45 +238,48 @@ class Database:
             return
         self._hold()
         try:
-            while self._conn is not None:
-                with self._pending_lock:
-                    if not self._pending:
-                        return
-                    batch = self._pending[:MAX_BATCH]
-                    self._pending = self._pending[MAX_BATCH:]
+            while self._conn is not None and (batch := self._take_batch()):
                 self._commit(self._conn, batch)
         finally:
             self._let_go()
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[Pending]) -> None:
-        """All of `batch` in one transaction, committed here (blocking). The common case
-        runs the operations plainly; when one of them fails, the batch is rolled back and
-        run again with a SAVEPOINT around each operation, so only the failing caller gets
-        its error."""
-        try:
-            results = self._attempt(conn, batch, isolate=False)
-            if results is None:
-                results = self._attempt(conn, batch, isolate=True)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            error = StoreError(f"database commit failed: {exc}")
-            for _fn, future in batch:
-                _resolve(future, None, error)
-            return
-        assert results is not None
-        self._count(batch)
-        for (_fn, future), (value, error) in zip(batch, results, strict=True):
-            _resolve(future, value, error)
+    def _take_batch(self) -> list[Pending]:
+        with self._pending_lock:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        return batch
 
-    def _count(self, batch: list[Pending]) -> None:
+    def _commit(self, conn: sqlite3.Connection, batch: list[Pending]) -> None:
+        """All of `batch` in one transaction, committed here (blocking)."""
+        try:
+            results = self._execute(conn, batch, commit=True)
+        except sqlite3.Error as exc:
+            _fail(conn, batch, exc)
+            return
+        self._done(batch, results)
+
+    def _execute(
+        self, conn: sqlite3.Connection, batch: list[Pending], *, commit: bool
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Run `batch` in one transaction. The common case runs the operations plainly;
+        when one of them fails, the batch is rolled back and run again with a SAVEPOINT
+        around each operation, so only the failing caller gets its error."""
+        results = self._attempt(conn, batch, isolate=False, commit=commit)
+        if results is None:
+            results = self._attempt(conn, batch, isolate=True, commit=commit)
+        assert results is not None
+        return results
+
+    def _done(self, batch: list[Pending], results: list[tuple[Any, BaseException | None]]) -> None:
+        """A committed batch: count it, answer its callers."""
         self.batches += 1
         self.operations += len(batch)
         self._checkpoint_soon()
+        for (_fn, future), (value, error) in zip(batch, results, strict=True):
+            _resolve(future, value, error)
 
     @staticmethod
     def _attempt(
-        conn: sqlite3.Connection, batch: list[Pending], *, isolate: bool, commit: bool = True
+        conn: sqlite3.Connection, batch: list[Pending], *, isolate: bool, commit: bool
     ) -> list[tuple[Any, BaseException | None]] | None:
         """Run the batch in a transaction (and commit it, with `commit`); None (rolled
         back) when an operation failed and `isolate` is off."""
@@ -320,9 +307,9 @@ class Database:
 
     # -- reads -------------------------------------------------------------------------
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run the read-only `fn` now, on this thread's read connection, in one snapshot.
-        For indexed lookups (it runs on the caller's thread: in the event loop, a scan
-        would hold everything else up — use `run` for those)."""
+        """Run the read-only `fn` now, on this thread's read connection, in one snapshot:
+        no commit, no waiting for one. It runs on the caller's thread, as `run`'s batches
+        do, so keep it to what an index answers."""
         return self.read_sync(fn)
 
     def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -375,26 +362,31 @@ class Database:
     def _checkpoint_passive(self) -> None:
         with self._checkpointing:
             try:
-                conn = sqlite3.connect(self.path, isolation_level=None)
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                finally:
-                    conn.close()
+                self._checkpoint("PASSIVE")
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
 
     async def checkpoint(self) -> None:
         """Fold the WAL into the database so deleted secrets leave the log file too."""
         await self.run(lambda c: None)
-        await asyncio.to_thread(self._checkpoint)
+        await asyncio.to_thread(self._checkpoint, "TRUNCATE")
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, mode: str) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=10000")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute(f"PRAGMA wal_checkpoint({mode})")
         finally:
             conn.close()
+
+
+def _fail(conn: sqlite3.Connection | None, batch: list[Pending], exc: BaseException) -> None:
+    """The batch did not commit: roll back what is open, and every caller gets the error."""
+    if conn is not None and conn.in_transaction:
+        conn.execute("ROLLBACK")
+    error = StoreError(f"database commit failed: {exc}")
+    for _fn, future in batch:
+        _resolve(future, None, error)
 
 
 class _Box:
