@@ -689,6 +689,23 @@ def markdown(meta: dict, summary: list[dict]) -> str:
         return (row.get("postfix", {}), {n: row.get(n, {}) for n in variants},
                 {n: ratios.get(n, {}) for n in variants})
 
+    def pair_table(heading: str, *metrics: tuple[str, str, str], digits: int = 0) -> list[str]:
+        """A table of two metrics (column label, ratio label, summary key) per system."""
+        out = ["", heading, "",
+               *header("size", "conns", *[f"Postfix {label}" for label, _r_label, _k in metrics],
+                       *[c for n in variants
+                         for c in (*[f"{title[n]} {label}" for label, _r_label, _k in metrics],
+                                   *[f"ratio {r_label}{tail[n]}" for _label, r_label, _k in metrics])])]
+        for row in summary:
+            p, s, q = cols(row)
+            out.append(f"| {row['size']} | {row['connections']} | "
+                       + " | ".join(_f(p.get(k), digits) for _l, _rl, k in metrics) + " | "
+                       + " | ".join(" | ".join([*(_f(s[n].get(k), digits) for _l, _rl, k in metrics),
+                                                *(_r(q[n].get(k)) for _l, _rl, k in metrics)])
+                                    for n in variants)
+                       + " |")
+        return out
+
     def header(*cells: str) -> list[str]:
         return ["| " + " | ".join(cells) + " |", "|---|---:|" + "---:|" * (len(cells) - 2)]
 
@@ -699,33 +716,11 @@ def markdown(meta: dict, summary: list[dict]) -> str:
         f"Postfix {pf_info.get('version', '–')}, OpenDKIM {pf_info.get('opendkim', '–')}, {who}. "
         f"Medians of {pl['reps']} throughput runs × {pl['tput_seconds']:.0f} s (+ drain) and {pl['lat_reps']} latency runs × "
         f"{pl['lat_seconds']:.0f} s at {meta['latency_offered_rate']:.0f} msg/s. {ratio_note}",
-        "",
-        "## Throughput (closed loop, persistent TLS+AUTH connections, pipelined)",
-        "",
-        *header("size", "conns", "Postfix accepted/s", "Postfix delivered/s",
-                *[c for n in variants for c in (f"{title[n]} accepted/s", f"{title[n]} delivered/s",
-                                                f"ratio accepted{tail[n]}", f"ratio delivered{tail[n]}")]),
     ]
-    for row in summary:
-        p, s, q = cols(row)
-        lines.append(f"| {row['size']} | {row['connections']} | {_f(p.get('accepted_per_s'))} | {_f(p.get('delivered_per_s'))} | "
-                     + " | ".join(f"{_f(s[n].get('accepted_per_s'))} | {_f(s[n].get('delivered_per_s'))} | "
-                                  f"{_r(q[n].get('accepted_per_s'))} | {_r(q[n].get('delivered_per_s'))}" for n in variants)
-                     + " |")
-    lines += [
-        "",
-        f"## Latency submit → delivered at the sink, offered {meta['latency_offered_rate']:.0f} msg/s",
-        "",
-        *header("size", "conns", "Postfix p50 ms", "Postfix p99 ms",
-                *[c for n in variants for c in (f"{title[n]} p50 ms", f"{title[n]} p99 ms",
-                                                f"ratio p50{tail[n]}", f"ratio p99{tail[n]}")]),
-    ]
-    for row in summary:
-        p, s, q = cols(row)
-        lines.append(f"| {row['size']} | {row['connections']} | {_f(p.get('p50_ms'), 1)} | {_f(p.get('p99_ms'), 1)} | "
-                     + " | ".join(f"{_f(s[n].get('p50_ms'), 1)} | {_f(s[n].get('p99_ms'), 1)} | "
-                                  f"{_r(q[n].get('p50_ms'))} | {_r(q[n].get('p99_ms'))}" for n in variants)
-                     + " |")
+    lines += pair_table("## Throughput (closed loop, persistent TLS+AUTH connections, pipelined)",
+                        ("accepted/s", "accepted", "accepted_per_s"), ("delivered/s", "delivered", "delivered_per_s"))
+    lines += pair_table(f"## Latency submit → delivered at the sink, offered {meta['latency_offered_rate']:.0f} msg/s",
+                        ("p50 ms", "p50", "p50_ms"), ("p99 ms", "p99", "p99_ms"), digits=1)
     lines += [
         "",
         "## Cost per delivered message (throughput runs)",
