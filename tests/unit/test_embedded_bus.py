@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,12 @@ from secumail.store.database import Database
 LONG = 3600.0
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "bus.sqlite")
-    database.open(BUS_SCHEMA)
-    yield database
-    database.close()
-
-
 def run(coro: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return asyncio.run(coro())
 
 
-def test_publish_then_claim(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_publish_then_claim(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await bus.publish("route", Job("M1", {"rcpt": ["bob@example.test"], "n": "ö"}))
@@ -43,8 +35,8 @@ def test_publish_then_claim(db: Database) -> None:
     run(main)
 
 
-def test_claim_is_fifo_and_respects_the_limit(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_claim_is_fifo_and_respects_the_limit(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         for i in range(5):
@@ -57,8 +49,8 @@ def test_claim_is_fifo_and_respects_the_limit(db: Database) -> None:
     run(main)
 
 
-def test_a_claimed_job_is_not_claimed_again_while_leased(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_a_claimed_job_is_not_claimed_again_while_leased(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await bus.publish("route", Job("M1"))
@@ -69,9 +61,9 @@ def test_a_claimed_job_is_not_claimed_again_while_leased(db: Database) -> None:
     run(main)
 
 
-def test_a_lapsed_lease_lets_the_job_be_claimed_again(db: Database) -> None:
+def test_a_lapsed_lease_lets_the_job_be_claimed_again(bus_db: Database) -> None:
     # A worker that dies mid-job loses nothing: the job comes back (at-least-once).
-    bus = EmbeddedBus(db, bound=100, lease=0.05)
+    bus = EmbeddedBus(bus_db, bound=100, lease=0.05)
 
     async def main() -> None:
         await bus.publish("route", Job("M1"))
@@ -84,9 +76,9 @@ def test_a_lapsed_lease_lets_the_job_be_claimed_again(db: Database) -> None:
     run(main)
 
 
-def test_renew_keeps_the_lease(db: Database) -> None:
-    short = EmbeddedBus(db, bound=100, lease=0.05)
-    long = EmbeddedBus(db, bound=100, lease=LONG)
+def test_renew_keeps_the_lease(bus_db: Database) -> None:
+    short = EmbeddedBus(bus_db, bound=100, lease=0.05)
+    long = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await short.publish("route", Job("M1"))
@@ -98,8 +90,8 @@ def test_renew_keeps_the_lease(db: Database) -> None:
     run(main)
 
 
-def test_retry_with_delay_hides_the_job_until_then(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_retry_with_delay_hides_the_job_until_then(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await bus.publish("deliver", Job("M1", {"try": 1}))
@@ -115,8 +107,8 @@ def test_retry_with_delay_hides_the_job_until_then(db: Database) -> None:
     run(main)
 
 
-def test_retry_delay_lapses(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_retry_delay_lapses(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await bus.publish("deliver", Job("M1"))
@@ -128,8 +120,8 @@ def test_retry_delay_lapses(db: Database) -> None:
     run(main)
 
 
-def test_delayed_publish(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_delayed_publish(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await bus.publish("notify", Job("M1"), delay=LONG)
@@ -139,8 +131,8 @@ def test_delayed_publish(db: Database) -> None:
     run(main)
 
 
-def test_settle_removes_the_job_and_publishes_successors(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_settle_removes_the_job_and_publishes_successors(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await bus.publish("route", Job("M1", {"a": 1}))
@@ -162,10 +154,10 @@ def test_settle_removes_the_job_and_publishes_successors(db: Database) -> None:
     run(main)
 
 
-def test_settle_is_atomic(db: Database) -> None:
+def test_settle_is_atomic(bus_db: Database) -> None:
     # The job's removal, the successors and the caller's own writes commit together or
     # not at all: nothing is lost, nothing published twice.
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     def fail(c: sqlite3.Connection) -> None:
         raise RuntimeError("record failed")
@@ -181,8 +173,8 @@ def test_settle_is_atomic(db: Database) -> None:
     run(main)
 
 
-def test_publish_with_a_failing_write_publishes_nothing(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_publish_with_a_failing_write_publishes_nothing(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     def fail(c: sqlite3.Connection) -> None:
         raise RuntimeError("no")
@@ -195,10 +187,10 @@ def test_publish_with_a_failing_write_publishes_nothing(db: Database) -> None:
     run(main)
 
 
-def test_over_bound_at_the_bound(db: Database) -> None:
+def test_over_bound_at_the_bound(bus_db: Database) -> None:
     # DESIGN.md admission control: at the bound the intake answers 451 4.3.2. The bound is
     # on the work ready for the stages in every queue; deferred retries do not count.
-    bus = EmbeddedBus(db, bound=3, lease=LONG)
+    bus = EmbeddedBus(bus_db, bound=3, lease=LONG)
 
     async def main() -> None:
         await bus.publish("intake", Job("M0"))
@@ -216,8 +208,8 @@ def test_over_bound_at_the_bound(db: Database) -> None:
     run(main)
 
 
-def test_depths_counts_every_queue(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_depths_counts_every_queue(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         assert await bus.depths() == {}
@@ -244,8 +236,8 @@ def test_jobs_survive_a_restart(tmp_path: Path) -> None:
         second.close()
 
 
-def test_wait_wakes_on_publish(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_wait_wakes_on_publish(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         waiter = asyncio.create_task(bus.wait("route", LONG))
@@ -257,8 +249,8 @@ def test_wait_wakes_on_publish(db: Database) -> None:
     run(main)
 
 
-def test_wait_returns_when_a_job_is_due(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=LONG)
+def test_wait_returns_when_a_job_is_due(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=LONG)
 
     async def main() -> None:
         await bus.publish("route", Job("M1"))
@@ -267,10 +259,10 @@ def test_wait_returns_when_a_job_is_due(db: Database) -> None:
     run(main)
 
 
-def test_over_bound_when_work_waits_too_long(db: Database) -> None:
+def test_over_bound_when_work_waits_too_long(bus_db: Database) -> None:
     # Admission by queueing delay: a job left waiting longer than max_wait closes the
     # intake even far below the count bound; a job in a worker's hands does not count.
-    bus = EmbeddedBus(db, bound=1000, lease=LONG, max_wait=0.05)
+    bus = EmbeddedBus(bus_db, bound=1000, lease=LONG, max_wait=0.05)
 
     async def main() -> None:
         await bus.publish("sign", Job("M0"))
@@ -286,10 +278,10 @@ def test_over_bound_when_work_waits_too_long(db: Database) -> None:
     run(main)
 
 
-def test_a_lapsed_claim_cannot_touch_the_job_that_replaced_it(db: Database) -> None:
+def test_a_lapsed_claim_cannot_touch_the_job_that_replaced_it(bus_db: Database) -> None:
     # A worker whose lease ran out must not renew, settle or retry the job after another
     # worker claimed it — nor the job that got the same id (ids are never reused).
-    bus = EmbeddedBus(db, bound=100, lease=0.05)
+    bus = EmbeddedBus(bus_db, bound=100, lease=0.05)
 
     async def main() -> None:
         await bus.publish("sign", Job("M0"))

@@ -6,30 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from secumail.pipeline.bus import Job, StageResult
-from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
+from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.runner import StageRunner
 from secumail.store.database import Database
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "bus.sqlite")
-    database.open(BUS_SCHEMA)
-    yield database
-    database.close()
 
 
 class CountingBus(EmbeddedBus):
     """The embedded bus, noting which queues jobs were claimed from and settled in."""
 
-    def __init__(self, db: Database) -> None:
-        super().__init__(db, bound=100, lease=60)
+    def __init__(self, bus_db: Database) -> None:
+        super().__init__(bus_db, bound=100, lease=60)
         self.claimed_from: list[str] = []
         self.settled_in: list[str] = []
 
@@ -91,8 +79,8 @@ async def run_all(rs: list[StageRunner], body) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def test_a_chain_in_one_process_takes_one_claim_and_one_settle(db: Database) -> None:
-    bus = CountingBus(db)
+def test_a_chain_in_one_process_takes_one_claim_and_one_settle(bus_db: Database) -> None:
+    bus = CountingBus(bus_db)
     route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
     deliver.answers["M1"] = StageResult.done()
     route.answers["M1"] = StageResult.go_on({"planned": True})
@@ -116,8 +104,8 @@ def test_a_chain_in_one_process_takes_one_claim_and_one_settle(db: Database) -> 
     assert sign.seen[0][1] == {"planned": True}, "a stage's payload travels down the chain"
 
 
-def test_without_chaining_every_hop_goes_through_its_queue(db: Database) -> None:
-    bus = CountingBus(db)
+def test_without_chaining_every_hop_goes_through_its_queue(bus_db: Database) -> None:
+    bus = CountingBus(bus_db)
     route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
     deliver.answers["M1"] = StageResult.done()
 
@@ -136,8 +124,8 @@ def test_without_chaining_every_hop_goes_through_its_queue(db: Database) -> None
     assert [m for m, _ in deliver.seen] == ["M1"]
 
 
-def test_what_a_chained_stage_defers_waits_in_that_stages_queue(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=60)
+def test_what_a_chained_stage_defers_waits_in_that_stages_queue(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=60)
     route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
     deliver.answers["M1"] = StageResult.defer(3600, "MX down", payload={"round": 2})
 
@@ -158,8 +146,8 @@ def test_what_a_chained_stage_defers_waits_in_that_stages_queue(db: Database) ->
     assert len(route.seen) == len(sign.seen) == len(deliver.seen) == 1
 
 
-def test_a_chained_stage_that_fails_is_retried_from_its_own_queue(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=60)
+def test_a_chained_stage_that_fails_is_retried_from_its_own_queue(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=60)
     route, sign, deliver = Scripted("route"), Scripted("sign"), Scripted("deliver")
     sign.fail_for.add("M1")
 
@@ -178,8 +166,8 @@ def test_a_chained_stage_that_fails_is_retried_from_its_own_queue(db: Database) 
     assert len(route.seen) == 1 and deliver.seen == []
 
 
-def test_a_rejected_message_goes_to_notify(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=60)
+def test_a_rejected_message_goes_to_notify(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=60)
     route, sign = Scripted("route"), Scripted("sign")
     sign.answers["M1"] = StageResult.reject("no DKIM key")
 
@@ -198,8 +186,8 @@ def test_a_rejected_message_goes_to_notify(db: Database) -> None:
     asyncio.run(main())
 
 
-def test_a_full_next_stage_gets_the_job_through_its_queue(db: Database) -> None:
-    bus = EmbeddedBus(db, bound=100, lease=60)
+def test_a_full_next_stage_gets_the_job_through_its_queue(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=60)
     gate = asyncio.Event()
 
     class Slow(Scripted):
