@@ -9,7 +9,6 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,6 @@ from secumail.pki.ca import (
     PublicKey,
     as_private_key,
 )
-
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 MESSAGE = (
     b"From: Jan Jansen <jan@zorg.test>\r\n"
