@@ -377,6 +377,8 @@ class Gateway:
         if s.pipeline.chain:
             for r in self.runners:
                 r.successor = by_queue.get(r.next_queue or "")
+            # Accepted here, handled here: the first stage takes new jobs from the intake.
+            sv.intake.local = by_queue.get(names[0])
         log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
         if s.api.enabled and self._wants("api"):
             self.api = ApiServer(

@@ -111,7 +111,9 @@ class PipelineSettings(_Section):
     stages: list[str] = ["route", "sign", "deliver", "notify"]
     concurrency: int = 32  # jobs in flight per stage (deliver has its own)
     # A stage passes a job straight to the next stage when that one runs in the same
-    # process (one claim and one settle for the chain); off: every hop goes through its queue.
+    # process (one claim and one settle for the chain), and the intake hands new jobs to
+    # the first stage of its own process (written claimed, no claim transaction); off:
+    # every hop goes through its queue.
     chain: bool = True
 
 

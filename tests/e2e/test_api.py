@@ -91,6 +91,13 @@ def test_send_structured_then_read_status_attempts_and_evidence(api: Api, world:
     assert parsed["Subject"] == "Lab" and "DKIM-Signature" in parsed
     shown = wait_status(api, body["id"], {"delivered"})
     assert shown["metadata"] == {"case": "42"}
+    # The history in the order things happened, with their times in that order too
+    # (signing is written in the delivery's transaction when both run in one process).
+    kinds = [e["kind"] for e in shown["events"]]
+    assert kinds[:3] == ["accepted", "signed", "delivered"], kinds
+    times = [e["at"] for e in shown["events"]]
+    assert times == sorted(times)
+    assert shown["events"][1]["detail"]["dkim"], "which keys signed it"
     attempt = shown["attempts"][-1]
     assert attempt["route"] == "verified" and attempt["tls_version"] == got.tls_version
     ev = api.get(f"/v1/messages/{body['id']}/evidence/dr@clinic.test")

@@ -11,19 +11,47 @@ Everything listens on 127.0.0.0/8 only. This module holds the two pieces they sh
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on ``host`` now, for a server that binds it a moment later.
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out (bind to 0)
+    may meanwhile become the source port of an outgoing connection, and then the server
+    cannot bind it (seen here: "Address already in use" for a gateway's API port). Never
+    the same port twice in one test run."""
+    high = min(_ephemeral_low(), 65536) - 1
+    low = max(1024, high - 12000)
+    for _ in range(500):
+        port = random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high} on {host}")
 
 
 def check_loopback(host: str) -> None:

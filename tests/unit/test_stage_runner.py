@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import pytest
+
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.runner import StageRunner
@@ -217,3 +219,69 @@ def test_a_full_next_stage_gets_the_job_through_its_queue(bus_db: Database) -> N
 
     asyncio.run(main())
     assert sorted(m for m, _ in sign.seen) == ["M0", "M1", "M2"]
+
+
+class LeavesWrites(Scripted):
+    """Like the sign stage: leaves a store write to be committed with what follows."""
+
+    async def handle(self, job: Job) -> StageResult:
+        def mark(c) -> None:
+            c.execute("CREATE TABLE IF NOT EXISTS marks (message_id TEXT)")
+            c.execute("INSERT INTO marks VALUES (?)", (job.message_id,))
+
+        job.memo["writes"] = [mark]
+        return await super().handle(job)
+
+
+def _marks(db: Database) -> list[str]:
+    return db.read_sync(
+        lambda c: [r[0] for r in c.execute("SELECT message_id FROM marks")]
+        if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'marks'").fetchone()
+        else []
+    )
+
+
+@pytest.mark.parametrize("chain", [True, False])
+def test_writes_a_stage_leaves_are_committed_when_the_next_stage_fails(
+    bus_db: Database, chain: bool
+) -> None:
+    """What the sign stage leaves to be written with what follows is written even when
+    the next stage fails (chained or through the queue): its job is queued for a retry
+    and finds what signing stored."""
+    bus = EmbeddedBus(bus_db, bound=100, lease=60)
+    sign, deliver = LeavesWrites("sign"), Scripted("deliver")
+    deliver.fail_for.add("M1")
+
+    async def main() -> None:
+        rs = runners(bus, [sign, deliver], chain=chain)
+        await bus.publish("sign", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: deliver.seen)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+        assert await bus.depths() == {"deliver": 1}
+
+    asyncio.run(main())
+    assert _marks(bus_db) == ["M1"]
+
+
+def test_writes_a_stage_leaves_are_dropped_when_it_fails_itself(bus_db: Database) -> None:
+    bus = EmbeddedBus(bus_db, bound=100, lease=60)
+    sign = LeavesWrites("sign")
+    sign.fail_for.add("M1")
+
+    async def main() -> None:
+        rs = runners(bus, [sign, Scripted("deliver")], chain=True)
+        await bus.publish("sign", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: sign.seen)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+        assert await bus.depths() == {"sign": 1}, "retried from the start"
+
+    asyncio.run(main())
+    assert _marks(bus_db) == []

@@ -49,6 +49,17 @@ def _insert(c: sqlite3.Connection, p: Publish, now: float) -> None:
     )
 
 
+def _insert_claimed(c: sqlite3.Connection, p: Publish, now: float, lease: float, token: str) -> int:
+    """The job, already claimed by this process (its lease and token set): its id."""
+    cur = c.execute(
+        "INSERT INTO jobs (queue, message_id, payload, available_at, lease_until, attempts, token)"
+        " VALUES (?, ?, ?, ?, ?, 1, ?)",
+        (p.queue, p.job.message_id, p.job.encode(), now + p.delay, now + lease, token),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
 class EmbeddedBus:
     def __init__(
         self,
@@ -76,12 +87,15 @@ class EmbeddedBus:
             ev = self._events[queue] = asyncio.Event()
         return ev
 
-    def announce(self, publishes: list[Publish]) -> None:
+    def announce(self, publishes: list[Publish], *, wake: bool = True) -> None:
+        """Count new jobs (ready work counts jobs in hand too) and wake their consumers;
+        `wake` off for jobs already claimed by this process."""
         for p in publishes:
             self._depths[p.queue] = self._depths.get(p.queue, 0) + 1
             if p.delay <= 0:
                 self._ready += 1
-                self._event(p.queue).set()
+                if wake:
+                    self._event(p.queue).set()
 
     def publish_op(self, publish: Publish, also: list[Op]) -> Op:
         """One transaction: the caller's writes, then the queue entry."""
@@ -90,6 +104,19 @@ class EmbeddedBus:
             for fn in also:
                 fn(c)
             _insert(c, publish, time.time())
+
+        return op
+
+    def publish_claimed_op(self, publish: Publish, also: list[Op], token: str) -> Op:
+        """As `publish_op`, but the job is born claimed under `token` by this process (a
+        local consumer takes it straight from the publisher, with no claim round trip);
+        the op returns the job's id. Should this process die, the lease runs out and any
+        worker claims the job as usual."""
+
+        def op(c: sqlite3.Connection) -> int:
+            for fn in also:
+                fn(c)
+            return _insert_claimed(c, publish, time.time(), self.lease, token)
 
         return op
 

@@ -2,17 +2,37 @@
 
 One group-committed transaction holds the metadata, the sealed body and its wrapped key,
 and the job for the first stage. Only when it is durable does the caller answer 250.
+
+When the first stage runs in this process and has room (`local`), the job is written
+already claimed by it and handed over in memory with the message record and body it
+would otherwise read back and unseal: no claim transaction, no wait for one, no second
+read. The job is in the queue all the same, so a crash loses nothing: its lease runs out
+and any worker takes it.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
+from typing import Protocol
+
 from secumail.errors import AdmissionRefused
 from secumail.mail.ids import new_message_id
-from secumail.pipeline.bus import Job, Publish
+from secumail.pipeline.bus import Claimed, Job, Publish
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.spool.body_store import BodyStore
 from secumail.store.metadata import MetadataStore, Op
 from secumail.store.records import NewMessage
+
+
+class LocalConsumer(Protocol):
+    """The first stage's runner in this process (see `StageRunner.reserve`)."""
+
+    def reserve(self) -> bool: ...
+
+    def unreserve(self) -> None: ...
+
+    def adopt(self, claimed: Claimed) -> None: ...
 
 
 class Intake:
@@ -23,6 +43,7 @@ class Intake:
         self.bodies = bodies
         self.bus = bus
         self.first_queue = first_queue
+        self.local: LocalConsumer | None = None
 
     async def full(self) -> bool:
         """Admission control: is the first queue over its bound?"""
@@ -36,8 +57,27 @@ class Intake:
             raise AdmissionRefused("intake queue is full")
         if not message.id:
             message.id = new_message_id()
-        ops = [self.store.insert_message_op(message), self.bodies.put_op(message.id, body), *also]
-        publish = Publish(self.first_queue, Job(message.id))
-        await self.bus.db.run(self.bus.publish_op(publish, ops))
-        self.bus.announce([publish])
+        now = time.time()
+        ops = [
+            self.store.insert_message_op(message, now),
+            self.bodies.put_op(message.id, body),
+            *also,
+        ]
+        job = Job(message.id)
+        publish = Publish(self.first_queue, job)
+        local = self.local
+        if local is None or not local.reserve():
+            await self.bus.db.run(self.bus.publish_op(publish, ops))
+            self.bus.announce([publish])
+            return message.id
+        token = secrets.token_hex(8)
+        try:
+            job_id = await self.bus.db.run(self.bus.publish_claimed_op(publish, ops, token))
+        except BaseException:
+            local.unreserve()
+            raise
+        self.bus.announce([publish], wake=False)
+        job.memo["record"] = self.store.accepted_record(message, now)
+        job.memo["body"] = body
+        local.adopt(Claimed(job_id, self.first_queue, job, 1, token))
         return message.id

@@ -47,12 +47,13 @@ class StageRunner:
         # The next stage, when it runs in this process: jobs are passed to it directly.
         self.successor: StageRunner | None = None
         self._chained = 0  # jobs of this stage being handled inside another stage's chain
+        self._reserved = 0  # room promised to a publisher in this process (`reserve`)
 
     async def run(self) -> None:
         renewer = asyncio.get_running_loop().create_task(self._renew_leases())
         try:
             while not self._stopping.is_set():
-                free = self.concurrency - len(self._in_hand) - self._chained
+                free = self._free()
                 if free <= 0:
                     self._freed.clear()
                     await self._freed.wait()
@@ -66,14 +67,43 @@ class StageRunner:
                         fut.cancel()
                     continue
                 for c in claimed:
-                    self._in_hand[c.id] = c
-                    task = asyncio.get_running_loop().create_task(self._handle(c))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._start(c)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+
+    def _free(self) -> int:
+        return self.concurrency - len(self._in_hand) - self._chained - self._reserved
+
+    def _start(self, claimed: Claimed) -> None:
+        self._in_hand[claimed.id] = claimed
+        task = asyncio.get_running_loop().create_task(self._handle(claimed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- jobs handed over in this process (the intake; see Intake.accept) ---------------
+    def reserve(self) -> bool:
+        """Promise room for one job that a publisher in this process is about to write
+        already claimed for this runner; False when there is none (it queues the job)."""
+        if self._stopping.is_set() or self._free() <= 0:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        """The promised job was not written after all."""
+        self._reserved -= 1
+        self._freed.set()
+
+    def adopt(self, claimed: Claimed) -> None:
+        """The promised job, written claimed under this runner's lease: handle it now.
+        Stopping meanwhile, it is left to its lease (it runs after the restart)."""
+        self._reserved -= 1
+        if self._stopping.is_set():
+            self._freed.set()
+            return
+        self._start(claimed)
 
     async def _handle(self, claimed: Claimed) -> None:
         try:
@@ -97,7 +127,8 @@ class StageRunner:
             await self.bus.retry(claimed, result.delay, result.payload)
             return
         then = await self._after(job, result)
-        if not await self.bus.settle(claimed, then):
+        # What a stage of the chain left to be written with the settling (Job.memo).
+        if not await self.bus.settle(claimed, then, job.memo.pop("writes", [])):
             # The lease ran out while we worked and another worker has the job now; its
             # stages are idempotent, so it finishes the work without a second message.
             log.warning(
@@ -153,7 +184,7 @@ class StageRunner:
         return []
 
     def _take_chained(self) -> bool:
-        if self._stopping.is_set() or len(self._in_hand) + self._chained >= self.concurrency:
+        if self._stopping.is_set() or self._free() <= 0:
             return False
         self._chained += 1
         return True

@@ -24,13 +24,16 @@ from secumail.mail.reply import Reply
 from secumail.net.smtp_server import AuthOutcome, Envelope, Principal
 from secumail.pipeline.acceptance import MessageAcceptor, Refusal, Submission
 from secumail.pipeline.auth_throttle import AuthThrottle
+from secumail.pipeline.ttl_cache import TtlCache
 from secumail.pki.passwords import dummy_hash, verify_secret
 from secumail.store.metadata import MetadataStore
+from secumail.store.records import Account
 
 log = logging.getLogger("secumail.submission")
 
 AUTH_CACHE_TTL = 300.0
 DOMAIN_CACHE_TTL = 5.0
+ACCOUNT_CACHE_TTL = 1.0
 
 
 class SubmissionPolicyImpl:
@@ -43,6 +46,8 @@ class SubmissionPolicyImpl:
         self._key = secrets.token_bytes(32)
         self._auth_cache: dict[bytes, float] = {}
         self._hashing = asyncio.Semaphore(2)
+        # The account's settings, read once a second rather than once a message.
+        self._accounts: TtlCache[Account] = TtlCache(ACCOUNT_CACHE_TTL)
 
     async def authenticate(
         self, username: str, password: str, client_ip: str
@@ -86,7 +91,9 @@ class SubmissionPolicyImpl:
 
     async def accept(self, principal: Principal, envelope: Envelope, message: bytes) -> Reply:
         assert envelope.mail_from is not None
-        account = await self.store.get_account(principal.account_id)
+        account = await self._accounts.get(
+            principal.account_id, lambda: self.store.get_account(principal.account_id)
+        )
         submission = Submission(
             account,
             envelope.mail_from,

@@ -30,6 +30,10 @@ from secumail.store.records import (
 Op = Callable[[sqlite3.Connection], object]
 
 
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
 def _account(row: sqlite3.Row) -> Account:
     return Account(
         row["id"],
@@ -265,9 +269,11 @@ class MetadataStore:
 
     # -- messages -------------------------------------------------------------------
     @staticmethod
-    def insert_message_op(msg: NewMessage) -> Op:
+    def insert_message_op(msg: NewMessage, now: float | None = None) -> Op:
+        """The accepted message (recipients queued, the `accepted` event), created `now`."""
+
         def op(c: sqlite3.Connection) -> None:
-            now = time.time()
+            created = time.time() if now is None else now
             c.execute(
                 "INSERT INTO messages (id, account_id, mail_from, header_from, size,"
                 " message_id_header, subject, smtputf8, dsn_of, created_at, requiretls,"
@@ -282,7 +288,7 @@ class MetadataStore:
                     msg.subject,
                     int(msg.smtputf8),
                     msg.dsn_of,
-                    now,
+                    created,
                     int(msg.requiretls),
                     int(msg.tls_required_no),
                     json.dumps(msg.api_metadata) if msg.api_metadata else None,
@@ -291,19 +297,45 @@ class MetadataStore:
             c.executemany(
                 "INSERT INTO recipients (message_id, address, domain, status, updated_at)"
                 " VALUES (?, ?, ?, 'queued', ?)",
-                [(msg.id, r, r.rpartition("@")[2].lower(), now) for r in msg.recipients],
+                [(msg.id, r, _domain_of(r), created) for r in msg.recipients],
             )
             c.execute(
                 "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, NULL, ?, ?, ?)",
                 (
                     msg.id,
-                    now,
+                    created,
                     "accepted",
                     json.dumps({"size": msg.size, "recipients": len(msg.recipients)}),
                 ),
             )
 
         return op
+
+    @staticmethod
+    def accepted_record(msg: NewMessage, now: float) -> MessageRecord:
+        """What `message(…, history=False)` reads back right after `insert_message_op(msg,
+        now)` committed (its `accepted` event aside), without reading it."""
+        return MessageRecord(
+            msg.id,
+            msg.account_id,
+            msg.mail_from,
+            msg.header_from,
+            msg.size,
+            msg.message_id_header,
+            msg.subject,
+            msg.smtputf8,
+            msg.dsn_of,
+            now,
+            None,
+            None,
+            requiretls=msg.requiretls,
+            tls_required_no=msg.tls_required_no,
+            api_metadata=dict(msg.api_metadata) if msg.api_metadata else None,
+            recipients=[
+                RecipientState(r, _domain_of(r), RecipientStatus.QUEUED, 0, None, None, now)
+                for r in msg.recipients
+            ],
+        )
 
     async def message(
         self, message_id: str, *, history: bool = True, event_kinds: tuple[str, ...] = ()
@@ -391,9 +423,11 @@ class MetadataStore:
 
     @staticmethod
     def event_op(message_id: str, recipient: str | None, kind: str, detail: dict) -> Op:
+        """The event, timed now (when it happened, not when its transaction runs)."""
+        row = (message_id, recipient, time.time(), kind, json.dumps(detail))
         return lambda c: c.execute(
             "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
-            (message_id, recipient, time.time(), kind, json.dumps(detail)),
+            row,
         )
 
     async def record_outcome(
@@ -403,15 +437,20 @@ class MetadataStore:
         attempts: Iterable[dict] = (),
         events: Iterable[tuple[str | None, str, dict]] = (),
         also: Iterable[Op] = (),
+        before: Iterable[Op] = (),
     ) -> None:
         """Store new recipient statuses, the attempts made, further events and the
-        caller's `also` writes, in one transaction."""
+        caller's `also` writes, in one transaction (after the caller's `before` writes:
+        what an earlier stage did and has not written yet)."""
         updates = list(updates)
         attempts = list(attempts)
         events = list(events)
         also = list(also)
+        before = list(before)
 
         def op(c: sqlite3.Connection) -> None:
+            for fn in before:
+                fn(c)
             now = time.time()
             for u in updates:
                 c.execute(

@@ -79,6 +79,10 @@ class DeliverStage:
             job.message_id, history=False
         )
         signed = job.memo.pop("message", None)
+        # The sign stage's writes, when it ran just before in this process: they go first
+        # into this stage's transaction (and stay in the memo until it committed, so the
+        # runner writes them should this stage fail).
+        earlier = list(job.memo.get("writes", []))
         pending = [r for r in record.recipients if not r.status.is_final]
         finish = [store.finish_message_op(record.id), self.ctx.bodies.destroy_op(record.id)]
         if pending:
@@ -88,13 +92,19 @@ class DeliverStage:
             # One transaction: outcomes, attempts, evidence, counters — and, when the
             # message is done, its end and the crypto-shredding of its body.
             await store.record_outcome(
-                record.id, updates, attempts=attempts, also=ops + (finish if final else [])
+                record.id,
+                updates,
+                attempts=attempts,
+                also=ops + (finish if final else []),
+                before=earlier,
             )
+            job.memo.pop("writes", None)
             for domain, method in remember:
                 await self.domains.remember(domain, method)
         else:
             final = True
-            await store.db.run(lambda c: [op(c) for op in finish])
+            await store.db.run(lambda c: [op(c) for op in [*earlier, *finish]])
+            job.memo.pop("writes", None)
         if not final:
             return await self._defer(record, job)
         if record.mail_from and any(r.status.is_failure for r in record.recipients):

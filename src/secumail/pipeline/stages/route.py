@@ -26,7 +26,8 @@ class RouteStage:
         self.ctx = ctx
 
     async def handle(self, job: Job) -> StageResult:
-        record = await self.ctx.store.message(
+        # Handed over by the intake of this process, or read from the store.
+        record = job.memo.pop("record", None) or await self.ctx.store.message(
             job.message_id, history=False, event_kinds=("signed",)
         )
         pending: dict[str, list[str]] = {}

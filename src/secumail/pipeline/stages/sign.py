@@ -13,8 +13,11 @@ Input: queue `sign`, one job per message. Output: the next stage (`deliver`); RE
    the gateway's domain (`gateway_dkim`); otherwise every recipient is `rejected` with a
    reason that says which DNS records to publish. Notices are signed by the gateway.
 
-The signed body replaces the spool copy (sealed under a fresh data key) in the same
-transaction that records the `signed` event, so a repeated job never signs twice.
+What signing added (the header fields; with S/MIME the whole body, sealed under a fresh
+data key) is stored in the same transaction as the `signed` event, so a repeated job
+never signs twice: the transaction that settles the job and queues its delivery, or,
+when deliver runs next in this process, the one that records the delivery (`Job.memo`
+"writes"; one commit less between acceptance and delivery).
 Trusts: the keyring (sealed keys in the store), the CA. Settings: signing.*, server.hostname.
 """
 
@@ -69,7 +72,8 @@ class SignStage:
         if not pending:
             return StageResult.go_on()  # nothing left to deliver; deliver finishes it
         account = await self.ctx.account(record.account_id)
-        body = await self.ctx.bodies.get(record.id)
+        # The body as the intake of this process stored it (no prefix yet), or unsealed.
+        body = job.memo.pop("body", None) or await self.ctx.bodies.get(record.id)
         prefix = missing_identity(body, self.hostname, record.id)
         signed_with: dict = {}
         rewritten = False
@@ -96,7 +100,11 @@ class SignStage:
         ]
         if rewritten:
             writes.insert(0, self.ctx.bodies.replace_op(record.id, body))
-        await store.db.run(lambda c: [w(c) for w in writes])
+        # Written with what follows, not on their own: with the settling of this job (the
+        # deliver job is queued in the same transaction), or — when deliver runs next in
+        # this process — in the transaction that records the delivery. Until then nothing
+        # is lost but the signing, which a repeated job does again.
+        job.memo["writes"] = writes
         # For the deliver stage when it runs next in this process: what it would read back.
         job.memo["record"] = record
         job.memo["message"] = prefix + body
