@@ -285,3 +285,29 @@ def test_writes_a_stage_leaves_are_dropped_when_it_fails_itself(bus_db: Database
 
     asyncio.run(main())
     assert _marks(bus_db) == []
+
+
+def test_writes_are_kept_when_the_lease_lapsed_meanwhile(bus_db: Database) -> None:
+    """A worker whose lease ran out while it delivered still writes what it did (the
+    delivery, its evidence): the worker that took the job over must find it."""
+
+    class Lapsed(EmbeddedBus):
+        async def settle(self, claimed, then, also=()):
+            return False  # another worker holds the job now
+
+    bus = Lapsed(bus_db, bound=100, lease=60)
+    deliver = LeavesWrites("deliver")
+    deliver.answers["M1"] = StageResult.done()
+
+    async def main() -> None:
+        rs = runners(bus, [deliver], chain=True)
+        await bus.publish("deliver", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: deliver.seen)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+
+    asyncio.run(main())
+    assert _marks(bus_db) == ["M1"]

@@ -52,6 +52,9 @@ class Submission:
     smtputf8: bool = False
     requiretls: bool = False
     metadata: dict | None = None
+    # The SMTP session checked the sender at MAIL and each recipient at RCPT a moment
+    # ago (refusing those that failed): not checked again here.
+    envelope_checked: bool = False
 
 
 class MessageAcceptor:
@@ -118,9 +121,10 @@ class MessageAcceptor:
             raise Refusal(554, "5.5.1", "No valid recipients", http=422, field="to")
         if len(sub.recipients) > self.max_recipients:
             raise Refusal(452, "4.5.3", "Too many recipients", http=422, field="to")
-        await self.check_sender(sub.account.id, sub.mail_from)
-        for rcpt in sub.recipients:
-            await self.check_recipient(sub.account.id, rcpt)
+        if not sub.envelope_checked:
+            await self.check_sender(sub.account.id, sub.mail_from)
+            for rcpt in sub.recipients:
+                await self.check_recipient(sub.account.id, rcpt)
         try:
             section = parse_header_section(sub.message)
             author = single_from_address(section)

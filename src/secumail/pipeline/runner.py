@@ -128,14 +128,18 @@ class StageRunner:
             return
         then = await self._after(job, result)
         # What a stage of the chain left to be written with the settling (Job.memo).
-        if not await self.bus.settle(claimed, then, job.memo.pop("writes", [])):
+        writes = job.memo.pop("writes", [])
+        if not await self.bus.settle(claimed, then, writes):
             # The lease ran out while we worked and another worker has the job now; its
-            # stages are idempotent, so it finishes the work without a second message.
+            # stages are idempotent, so it finishes the work without a second message —
+            # once it finds what was done here (a delivery, its evidence) written.
             log.warning(
                 "stage %s message %s: lease lapsed, another worker took over",
                 self.queue,
                 job.message_id,
             )
+            if writes:
+                await self.bus.db.run(lambda c: [w(c) for w in writes])
 
     async def _run(self, job: Job) -> StageResult:
         started = time.monotonic()

@@ -102,6 +102,7 @@ class SubmissionPolicyImpl:
             "ESMTPSA",
             smtputf8=envelope.smtputf8,
             requiretls=envelope.requiretls,
+            envelope_checked=True,
         )
         try:
             message_id = await self.acceptor.accept(submission)

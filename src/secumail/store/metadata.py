@@ -442,6 +442,18 @@ class MetadataStore:
         """Store new recipient statuses, the attempts made, further events and the
         caller's `also` writes, in one transaction (after the caller's `before` writes:
         what an earlier stage did and has not written yet)."""
+        await self.db.run(self.outcome_op(message_id, updates, attempts, events, also, before))
+
+    @staticmethod
+    def outcome_op(
+        message_id: str,
+        updates: Iterable[RecipientUpdate],
+        attempts: Iterable[dict] = (),
+        events: Iterable[tuple[str | None, str, dict]] = (),
+        also: Iterable[Op] = (),
+        before: Iterable[Op] = (),
+    ) -> Op:
+        """`record_outcome` as one operation, for the caller's own transaction."""
         updates = list(updates)
         attempts = list(attempts)
         events = list(events)
@@ -500,7 +512,7 @@ class MetadataStore:
             for fn in also:
                 fn(c)
 
-        await self.db.run(op)
+        return op
 
     @staticmethod
     def finish_message_op(message_id: str) -> Op:

@@ -91,14 +91,20 @@ class DeliverStage:
             final = all(r.status.is_final for r in record.recipients)
             # One transaction: outcomes, attempts, evidence, counters — and, when the
             # message is done, its end and the crypto-shredding of its body.
-            await store.record_outcome(
+            outcome = store.outcome_op(
                 record.id,
                 updates,
                 attempts=attempts,
                 also=ops + (finish if final else []),
                 before=earlier,
             )
-            job.memo.pop("writes", None)
+            if final and not self._notice_due(record):
+                # Nothing follows: written with the settling of the job, which the runner
+                # does next (one transaction per message less; see StageRunner._settle).
+                job.memo["writes"] = [outcome]
+            else:
+                await store.db.run(outcome)  # notify or a retry reads it back
+                job.memo.pop("writes", None)
             for domain, method in remember:
                 await self.domains.remember(domain, method)
         else:
@@ -107,9 +113,14 @@ class DeliverStage:
             job.memo.pop("writes", None)
         if not final:
             return await self._defer(record, job)
-        if record.mail_from and any(r.status.is_failure for r in record.recipients):
+        if self._notice_due(record):
             return StageResult.go_on({"kind": "failed"})
         return StageResult.done()
+
+    @staticmethod
+    def _notice_due(record: MessageRecord) -> bool:
+        """A final message with a failed recipient: its sender gets a notice (`notify`)."""
+        return bool(record.mail_from) and any(r.status.is_failure for r in record.recipients)
 
     async def _deliver(self, record: MessageRecord, pending: list, body: bytes | None = None):
         """(updates, attempts, store ops, domains to remember) of one delivery round
