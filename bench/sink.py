@@ -55,6 +55,7 @@ class TagStats:
     first: float = 0.0
     last: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # when each latency was measured
     dkim: dict[int, int] = field(default_factory=dict)
     sample: bytes = b""
     bytes: int = 0
@@ -116,6 +117,7 @@ class Sink:
         if i >= 0:
             i += len(TS_HEADER)
             st.latencies.append(now - float(head[i:head.find(b"\r\n", i)]))
+            st.arrivals.append(now)
         k = head.count(b"\r\nDKIM-Signature:")
         st.dkim[k] = st.dkim.get(k, 0) + 1
 
@@ -125,9 +127,13 @@ class Sink:
             return {"count": 0, "duplicates": 0, "first": None, "last": None, "latency": None,
                     "dkim_signatures": {}, "bytes": 0, "connections": self.connections}
         lat = sorted(st.latencies)
+        # The five slowest, with when they arrived (seconds after the first): a tail that
+        # clusters in time is a stall (of a system, the disk or the harness), not a spread.
+        worst = sorted(zip(st.latencies, st.arrivals, strict=True), reverse=True)[:5]
         return {
             "count": len(st.ids), "duplicates": st.duplicates, "first": st.first,
             "last": st.last, "latency": percentiles(lat), "dkim_signatures": st.dkim,
+            "worst": [[round(v * 1000, 1), round(at - st.first, 2)] for v, at in worst],
             "bytes": st.bytes, "connections": self.connections, "untagged": self.untagged,
         }
 

@@ -67,6 +67,10 @@ class AuthoritativeDns:
         self._failures: dict[dns.name.Name, dns.rcode.Rcode] = {}
         self._delays: dict[dns.name.Name, float] = {}
         self.queries: list[tuple[str, str]] = []
+        # TTL (and SOA MINIMUM) of the synthesized SOA that negative answers carry: 0 for
+        # tests, so no absence is remembered across one; the benchmark sets what a real
+        # zone would (RFC 2308 §5).
+        self.negative_ttl = 0
         self._runner = LoopThread(f"harness-dns-{host}")
         self._servers: list[asyncio.AbstractServer | asyncio.BaseTransport] = []
 
@@ -269,7 +273,8 @@ class AuthoritativeDns:
             if soa is not None:
                 return _copy(soa)
         zone = name.split(min(3, len(name)))[1]  # "example.test." (plus the root label)
-        return dns.rrset.from_text(zone, 0, "IN", "SOA", SOA_RDATA)
+        ttl = self.negative_ttl
+        return dns.rrset.from_text(zone, ttl, "IN", "SOA", SOA_RDATA.rsplit(" ", 1)[0] + f" {ttl}")
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

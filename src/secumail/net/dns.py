@@ -7,6 +7,7 @@ the system resolver. Answers are translated: NXDOMAIN → DnsPermanentError, a m
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import dns.asyncresolver
 import dns.exception
 import dns.flags
+import dns.message
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
@@ -22,6 +24,36 @@ from secumail.errors import DnsPermanentError, DnsTemporaryError
 from secumail.mail.endpoints import parse_host_port
 
 ANSWER_MEMO = 10_000  # answers kept at most (then the memo starts over)
+PREFETCH_FRACTION = 0.1  # refresh an answer in use once this share of its TTL is left
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """One remembered answer: its records (None: the name does not exist), its DNSSEC
+    status, when it expires and the TTL it came with."""
+
+    expires: float
+    ttl: float
+    records: list | None
+    secure: bool
+
+    @classmethod
+    def negative(
+        cls, records: list | None, secure: bool, response: dns.message.Message | None
+    ) -> _Memo:
+        """An absence, kept for the negative TTL: the SOA's TTL capped by its MINIMUM
+        field (RFC 2308 §5); not kept when the response has no SOA."""
+        ttl = 0.0
+        for rrset in response.authority if response is not None else []:
+            if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
+                ttl = float(min(rrset.ttl, rrset[0].minimum))
+                break
+        return cls(time.time() + ttl, ttl, records, secure)
+
+    def result(self, name: str) -> tuple[list, bool]:
+        if self.records is None:
+            raise DnsPermanentError(f"{name}: no such domain (NXDOMAIN)")
+        return list(self.records), self.secure
 
 
 def parse_nameserver(entry: str) -> tuple[str, int]:
@@ -79,14 +111,15 @@ class Resolver:
             ]
         else:
             self._resolver = dns.asyncresolver.Resolver()
-        # Positive and negative answers are kept for their TTL (RFC 2308 for negatives):
-        # the route stage's MX lookup serves the deliver stage, and a burst to one domain
-        # costs one lookup, not one per message.
-        self._resolver.cache = dns.resolver.LRUCache(max_size=10_000)
-        # In front of it, the answers as this class hands them out, for their TTL: a hit
-        # costs a dict lookup instead of dnspython's query machinery (which showed in
-        # profiles at a few percent of the CPU per message).
-        self._answers: dict[tuple[str, str], tuple[float, list, bool]] = {}
+        # Answers as this class hands them out, kept for their TTL — negative ones too,
+        # for the negative TTL of RFC 2308 §5 — so the route stage's MX lookup serves the
+        # deliver stage, a burst to one domain costs one lookup, and a hit costs a dict
+        # lookup instead of dnspython's query machinery. Lookups of one name in flight
+        # are shared, and an answer in the last tenth of its TTL is refreshed in the
+        # background while it is still served (as unbound's `prefetch`): a busy domain's
+        # mail never waits for its records to expire and be fetched again.
+        self._answers: dict[tuple[str, str], _Memo] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Task[_Memo]] = {}
         self._resolver.lifetime = timeout
         self._resolver.timeout = timeout
         # DO bit (RFC 3225): ask for DNSSEC so the resolver reports validation in AD.
@@ -100,28 +133,58 @@ class Resolver:
 
     async def _query_secure(self, name: str, rdtype: str) -> tuple[list, bool]:
         key = (name, rdtype)
-        hit = self._answers.get(key)
-        if hit is not None:
-            if hit[0] > time.time():
-                return list(hit[1]), hit[2]
+        memo = self._answers.get(key)
+        now = time.time()
+        if memo is not None:
+            if memo.expires > now:
+                if memo.expires - now < memo.ttl * PREFETCH_FRACTION:
+                    self._lookup_shared(key)  # refresh ahead; this caller is served now
+                return memo.result(name)
             del self._answers[key]
+        return (await asyncio.shield(self._lookup_shared(key))).result(name)
+
+    def _lookup_shared(self, key: tuple[str, str]) -> asyncio.Task[_Memo]:
+        """The lookup of `key` in flight on this loop, or a new one."""
+        loop = asyncio.get_running_loop()
+        task = self._inflight.get(key)
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return task
+        task = loop.create_task(self._lookup(*key))
+        self._inflight[key] = task
+
+        def finished(t: asyncio.Task[_Memo]) -> None:
+            if self._inflight.get(key) is t:
+                del self._inflight[key]
+            if not t.cancelled():
+                t.exception()  # a failed refresh nobody awaited is not an error
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _lookup(self, name: str, rdtype: str) -> _Memo:
+        """Ask the resolver; remember the answer (or the absence) for its TTL."""
         try:
             answer = await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN as exc:
-            raise DnsPermanentError(f"{name}: no such domain (NXDOMAIN)") from exc
+            response = next(iter(exc.responses().values()), None)
+            memo = _Memo.negative(None, self._secure(response), response)
         except dns.resolver.NoAnswer as exc:
-            return [], self._secure(exc.kwargs.get("response"))
+            response = exc.kwargs.get("response")
+            memo = _Memo.negative([], self._secure(response), response)
         except dns.resolver.NoNameservers as exc:
             raise DnsTemporaryError(f"{name} {rdtype}: DNS server failure") from exc
         except dns.exception.Timeout as exc:
             raise DnsTemporaryError(f"{name} {rdtype}: DNS timeout") from exc
         except dns.exception.DNSException as exc:
             raise DnsTemporaryError(f"{name} {rdtype}: {exc}") from exc
-        records, secure = list(answer), self._secure(answer.response)
-        if len(self._answers) >= ANSWER_MEMO:
-            self._answers.clear()
-        self._answers[key] = (answer.expiration, records, secure)
-        return list(records), secure
+        else:
+            ttl = max(0.0, answer.expiration - time.time())
+            memo = _Memo(answer.expiration, ttl, list(answer), self._secure(answer.response))
+        if memo.ttl > 0:
+            if len(self._answers) >= ANSWER_MEMO:
+                self._answers.clear()
+            self._answers[(name, rdtype)] = memo
+        return memo
 
     async def mx(self, domain: str) -> MxAnswer:
         """MX hosts of `domain` sorted by preference, equal preferences shuffled."""
