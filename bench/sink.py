@@ -15,6 +15,7 @@ and the first message (a sample for signature checks).
 
 Control: one JSON command per line on stdin, one JSON answer per line on stdout:
   {"cmd": "stats", "tag": T}   counts, times, latency percentiles for tag T
+                               ("all": true adds every latency, in ms)
   {"cmd": "ids", "tag": T, "path": P}  write the ids received for T to P (one per line)
   {"cmd": "sample", "tag": T}  the first message of T (latin-1 text)
   {"cmd": "forget", "tag": T}  drop what is kept for T
@@ -121,7 +122,7 @@ class Sink:
         k = head.count(b"\r\nDKIM-Signature:")
         st.dkim[k] = st.dkim.get(k, 0) + 1
 
-    def stats(self, tag: str) -> dict:
+    def stats(self, tag: str, want_all: bool = False) -> dict:
         st = self.tags.get(tag)
         if st is None:
             return {"count": 0, "duplicates": 0, "first": None, "last": None, "latency": None,
@@ -134,6 +135,7 @@ class Sink:
             "count": len(st.ids), "duplicates": st.duplicates, "first": st.first,
             "last": st.last, "latency": percentiles(lat), "dkim_signatures": st.dkim,
             "worst": [[round(v * 1000, 1), round(at - st.first, 2)] for v, at in worst],
+            "latencies_ms": [round(v * 1000, 2) for v in st.latencies] if want_all else None,
             "bytes": st.bytes, "connections": self.connections, "untagged": self.untagged,
         }
 
@@ -264,7 +266,7 @@ async def control(sink: Sink) -> None:
         cmd = req["cmd"]
         answer: object = {"ok": True}
         if cmd == "stats":
-            answer = sink.stats(req["tag"])
+            answer = sink.stats(req["tag"], bool(req.get("all")))
         elif cmd == "ids":
             st = sink.tags.get(req["tag"])
             with open(req["path"], "w") as f:

@@ -10,6 +10,7 @@ retired, so mail in flight keeps verifying.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from secumail.store.signing import SigningStore
 log = logging.getLogger("secumail.dkim")
 
 CACHE_SECONDS = 30.0
+PARSED_KEYS = 10_000  # parsed private keys kept at most (then the memo starts over)
 TxtLookup = Callable[[str], Awaitable[list[str]]]
 
 
@@ -57,6 +59,11 @@ class DkimKeyring:
         self.store = store
         self._master = master_key
         self._cache: dict[str, tuple[float, list[dkim.DkimKey]]] = {}
+        # Private keys as parsed, by their sealed form: which keys sign is re-read every
+        # CACHE_SECONDS, but a key is parsed once — loading (and validating) an RSA-2048
+        # key takes ~60 ms, which on the event loop every half minute was the worst
+        # latency of a loaded gateway.
+        self._parsed: dict[tuple[str, str, bytes], dkim.DkimKey] = {}
 
     def _aad(self, domain: str, selector: str) -> str:
         return f"dkim:{domain}:{selector}"
@@ -136,9 +143,19 @@ class DkimKeyring:
         for row in await self.store.dkim_keys(domain):  # ordered oldest first
             if row.usable:
                 newest[row.algorithm] = row
-        keys = [self._load(newest[a]) for a in dkim.ALGORITHMS if a in newest]
+        keys = [await self._parsed_key(newest[a]) for a in dkim.ALGORITHMS if a in newest]
         self._cache[domain] = (time.monotonic(), keys)
         return keys
+
+    async def _parsed_key(self, row: DkimKeyRow) -> dkim.DkimKey:
+        memo = (row.domain, row.selector, row.sealed_key)
+        key = self._parsed.get(memo)
+        if key is None:
+            key = await asyncio.to_thread(self._load, row)  # off the loop: tens of ms
+            if len(self._parsed) >= PARSED_KEYS:
+                self._parsed.clear()
+            self._parsed[memo] = key
+        return key
 
     async def retire(self, domain: str, selector: str) -> bool:
         done = await self.store.retire_dkim_key(domain, selector)
