@@ -79,7 +79,8 @@ class DkimKeyring:
             suffix = f"x{n}"
         made = []
         for key in (
-            dkim.generate_rsa(domain, f"sm{stamp}{suffix}r"),
+            # RSA key generation takes a good part of a second: not on the event loop
+            await asyncio.to_thread(dkim.generate_rsa, domain, f"sm{stamp}{suffix}r"),
             dkim.generate_ed25519(domain, f"sm{stamp}{suffix}e"),
         ):
             _name, value = dkim.dns_record(key)

@@ -51,7 +51,8 @@ class SmimeIssuer:
                 return hit
             row = await self.store.smime_cert(address)
             if row is not None:
-                material = self._open(row)
+                # Parsing and validating the RSA key takes tens of ms: not on the loop.
+                material = await asyncio.to_thread(self._open, row)
                 if not needs_renewal(material.cert, now):
                     self._cache[address] = material
                     return material
