@@ -75,7 +75,7 @@ SUBMIT_NAME = "submit.bench.test"
 MAIL_FROM = f"load@{SENDER_DOMAIN}"
 PF_USER, PF_PASSWORD = "bench", "bench-password-0a1b2c"
 LAT_RATE = 50.0
-NEGATIVE_TTL = 300  # seconds the harness DNS's negative answers may be cached (RFC 2308)
+NEGATIVE_TTL = 300  # (--negative-ttl) seconds the harness DNS's negative answers may be cached (RFC 2308)
 QUIET_SECONDS = 1.0  # after os.sync(), before each latency cell
 # Secumail's defaults for what tests.e2e.world.GatewayProcess shortens for tests.
 SECUMAIL_DEFAULTS: dict[str, Any] = {
@@ -1138,7 +1138,7 @@ def main() -> None:
                     help="secumail serve --workers N; compare: comma-separated, one Secumail gateway each, "
                          "all against the same Postfix in one run (e.g. 1,2); profile, queue100k, overload: "
                          "the first entry")
-    ap.add_argument("--negative-ttl", dest="negative_ttl", type=int, default=NEGATIVE_TTL,
+    ap.add_argument("--negative-ttl", dest="negative_ttl", type=int, default=300,
                     help="TTL of the harness DNS's negative answers (0: every absence is looked up "
                          "again, as the tests want; a real zone's SOA minimum is minutes to hours)")
     args = ap.parse_args()
