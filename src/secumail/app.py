@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import socket
 from importlib.metadata import entry_points
@@ -357,6 +358,7 @@ class Gateway:
                 )
         await sv.keyring.ensure_keys(s.gateway_domain)
         ctx = sv.stage_context()
+        ctx.sign_in_thread = self.workers < (os.cpu_count() or 1)
         names = s.pipeline.stages
         classes = load_stage_classes(names)
         for i, name in enumerate(names):

@@ -161,6 +161,8 @@ def test_two_worker_processes_share_the_port_and_the_queue(
         gw.wait_status(qid, {"delivered"})
     time.sleep(1.0)
     assert len(mx.received) == 12 == len({tuple(m.rcpt_to) for m in got}), "each delivered exactly once"
+    # A worker per core signs on its own event loop (no signing thread): signed all the same.
+    assert all(m.data.count(b"DKIM-Signature:") == 2 for m in got)
     accepted = [line for line in gw.log().splitlines() if 'msg="accepted ' in line]
     # The first worker accepts every connection and hands out every other one: 6 + 6
     # (the kernel's SO_REUSEPORT hash would split them unevenly most of the time).

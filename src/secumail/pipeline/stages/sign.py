@@ -89,8 +89,12 @@ class SignStage:
             await self._reject(record, pending, refusal)
             return StageResult.reject(refusal)
         if keys:
-            # RSA holds no GIL inside OpenSSL: a worker thread lets signing use the other core.
-            prefix = await asyncio.to_thread(dkim.sign, prefix + body, keys) + prefix
+            # RSA holds no GIL inside OpenSSL: a worker thread lets signing use another
+            # core — unless every core has a worker process already (StageContext).
+            if self.ctx.sign_in_thread:
+                prefix = await asyncio.to_thread(dkim.sign, prefix + body, keys) + prefix
+            else:
+                prefix = dkim.sign(prefix + body, keys) + prefix
             signed_with["dkim"] = [f"{k.domain}/{k.selector}/{k.algorithm}" for k in keys]
         # Only what signing added is stored (header fields, no content); the sealed body is
         # rewritten only when S/MIME changed it.
