@@ -46,8 +46,9 @@ class StageRunner:
         self.handled = 0
         # The next stage, when it runs in this process: jobs are passed to it directly.
         self.successor: StageRunner | None = None
-        self._chained = 0  # jobs of this stage being handled inside another stage's chain
-        self._reserved = 0  # room promised to a publisher in this process (`reserve`)
+        # Room taken outside `_in_hand` (`reserve`): jobs of this stage handled inside
+        # another stage's chain, and jobs promised to a publisher in this process.
+        self._lent = 0
 
     async def run(self) -> None:
         renewer = asyncio.get_running_loop().create_task(self._renew_leases())
@@ -74,7 +75,7 @@ class StageRunner:
                 await renewer
 
     def _free(self) -> int:
-        return self.concurrency - len(self._in_hand) - self._chained - self._reserved
+        return self.concurrency - len(self._in_hand) - self._lent
 
     def _start(self, claimed: Claimed) -> None:
         self._in_hand[claimed.id] = claimed
@@ -82,27 +83,29 @@ class StageRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # -- jobs handed over in this process (the intake; see Intake.accept) ---------------
+    # -- jobs handed over in this process (the chain, the intake) ----------------------
     def reserve(self) -> bool:
-        """Promise room for one job that a publisher in this process is about to write
-        already claimed for this runner; False when there is none (it queues the job)."""
+        """Take room for one job handed over in this process — by the stage before, to
+        handle in its chain, or by a publisher (the intake) about to write it already
+        claimed for this runner; False when there is none (it goes through the queue)."""
         if self._stopping.is_set() or self._free() <= 0:
             return False
-        self._reserved += 1
+        self._lent += 1
         return True
 
     def unreserve(self) -> None:
-        """The promised job was not written after all."""
-        self._reserved -= 1
+        """Give the room back (the chained job is done, or the promised one was not
+        written after all)."""
+        self._lent -= 1
         self._freed.set()
 
     def adopt(self, claimed: Claimed) -> None:
         """The promised job, written claimed under this runner's lease: handle it now.
         Stopping meanwhile, it is left to its lease (it runs after the restart)."""
-        self._reserved -= 1
         if self._stopping.is_set():
-            self._freed.set()
+            self.unreserve()
             return
+        self._lent -= 1  # the room passes to the job in hand
         self._start(claimed)
 
     async def _handle(self, claimed: Claimed) -> None:
@@ -165,7 +168,7 @@ class StageRunner:
             if result.payload is not None:
                 job.payload = result.payload
             nxt = self.successor
-            if nxt is None or not nxt._take_chained():
+            if nxt is None or not nxt.reserve():
                 return [Publish(self.next_queue, job)]
             try:
                 try:
@@ -181,21 +184,11 @@ class StageRunner:
                     return [Publish(nxt.queue, job, chained.delay)]
                 return await nxt._after(job, chained)
             finally:
-                nxt._release_chained()
+                nxt.unreserve()
         if result.verdict is Verdict.REJECT and self.reject_queue not in (None, self.queue):
             job.payload = {"kind": "failed"}
             return [Publish(self.reject_queue, job)]
         return []
-
-    def _take_chained(self) -> bool:
-        if self._stopping.is_set() or self._free() <= 0:
-            return False
-        self._chained += 1
-        return True
-
-    def _release_chained(self) -> None:
-        self._chained -= 1
-        self._freed.set()
 
     def _log_failure(self, job: Job, attempt: int, delay: float) -> None:
         log.exception(
