@@ -42,19 +42,23 @@ DEPTH_CACHE = 0.2
 Op = Callable[[sqlite3.Connection], object]
 
 
-def _insert(c: sqlite3.Connection, p: Publish, now: float) -> None:
-    c.execute(
-        "INSERT INTO jobs (queue, message_id, payload, available_at) VALUES (?, ?, ?, ?)",
-        (p.queue, p.job.message_id, p.job.encode(), now + p.delay),
-    )
-
-
-def _insert_claimed(c: sqlite3.Connection, p: Publish, now: float, lease: float, token: str) -> int:
-    """The job, already claimed by this process (its lease and token set): its id."""
+def _insert(
+    c: sqlite3.Connection, p: Publish, now: float, lease_until: float = 0.0, token: str = ""
+) -> int:
+    """The queue entry; with `token`, already claimed (leased until `lease_until`, its
+    first attempt). Its id."""
     cur = c.execute(
         "INSERT INTO jobs (queue, message_id, payload, available_at, lease_until, attempts, token)"
-        " VALUES (?, ?, ?, ?, ?, 1, ?)",
-        (p.queue, p.job.message_id, p.job.encode(), now + p.delay, now + lease, token),
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            p.queue,
+            p.job.message_id,
+            p.job.encode(),
+            now + p.delay,
+            lease_until,
+            int(bool(token)),
+            token,
+        ),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -97,26 +101,17 @@ class EmbeddedBus:
                 if wake:
                     self._event(p.queue).set()
 
-    def publish_op(self, publish: Publish, also: list[Op]) -> Op:
-        """One transaction: the caller's writes, then the queue entry."""
-
-        def op(c: sqlite3.Connection) -> None:
-            for fn in also:
-                fn(c)
-            _insert(c, publish, time.time())
-
-        return op
-
-    def publish_claimed_op(self, publish: Publish, also: list[Op], token: str) -> Op:
-        """As `publish_op`, but the job is born claimed under `token` by this process (a
-        local consumer takes it straight from the publisher, with no claim round trip);
-        the op returns the job's id. Should this process die, the lease runs out and any
-        worker claims the job as usual."""
+    def publish_op(self, publish: Publish, also: list[Op], claim: str = "") -> Op:
+        """One transaction: the caller's writes, then the queue entry; the op returns its
+        id. With `claim` (a token) the job is born claimed by this process under that
+        token (a local consumer takes it straight from the publisher, with no claim round
+        trip); should the process die, the lease runs out and any worker claims it."""
 
         def op(c: sqlite3.Connection) -> int:
             for fn in also:
                 fn(c)
-            return _insert_claimed(c, publish, time.time(), self.lease, token)
+            now = time.time()
+            return _insert(c, publish, now, now + self.lease if claim else 0.0, claim)
 
         return op
 

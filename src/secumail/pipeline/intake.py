@@ -72,7 +72,7 @@ class Intake:
             return message.id
         token = secrets.token_hex(8)
         try:
-            job_id = await self.bus.db.run(self.bus.publish_claimed_op(publish, ops, token))
+            job_id = await self.bus.db.run(self.bus.publish_op(publish, ops, claim=token))
         except BaseException:
             local.unreserve()
             raise
