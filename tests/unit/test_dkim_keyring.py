@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,23 +13,14 @@ from secumail.mail import dkim
 from secumail.pki import dkim_keyring
 from secumail.pki.dkim_keyring import DkimKeyring
 from secumail.store.database import Database
-from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "gw.sqlite")
-    database.open(SCHEMA)
-    yield database
-    database.close()
-
-
 def test_each_key_is_parsed_once_across_refreshes(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    gateway_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(dkim_keyring, "CACHE_SECONDS", 0.0)  # re-read the rows every time
-    keyring = DkimKeyring(SigningStore(db), os.urandom(32))
+    keyring = DkimKeyring(SigningStore(gateway_db), os.urandom(32))
     parsed: list[str] = []
     load = keyring._load
 

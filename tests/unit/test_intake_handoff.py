@@ -7,32 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from secumail.errors import ConflictError
 from secumail.pipeline.bus import Claimed, Job, StageResult
-from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
+from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.intake import Intake
 from secumail.pipeline.runner import StageRunner
-from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
+from secumail.spool.body_store import BodyStore
 from secumail.store.database import Database
 from secumail.store.metadata import MetadataStore
 from secumail.store.records import NewMessage
-from secumail.store.schema import SCHEMA
+from tests.unit.pipeline_helpers import run_all, until
 
 BODY = b"From: a@hospital.test\r\nTo: b@clinic.test\r\nSubject: x\r\n\r\nprivate\r\n"
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "gw.sqlite")
-    database.open(SCHEMA + SPOOL_SCHEMA + BUS_SCHEMA)
-    yield database
-    database.close()
 
 
 class Parts:
@@ -86,45 +75,32 @@ class Recording:
         return None
 
 
-async def until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
-def test_a_new_job_is_handled_here_with_what_the_store_would_give_back(db: Database) -> None:
-    parts = Parts(db)
+def test_a_new_job_is_handled_here_with_what_the_store_would_give_back(gateway_db: Database) -> None:
+    parts = Parts(gateway_db)
     stage = Recording()
     runner = StageRunner(stage, parts.bus, next_queue=None, concurrency=4)
     parts.intake.local = runner
 
-    async def main() -> None:
-        task = asyncio.create_task(runner.run())
-        try:
-            await parts.intake.accept(new_message(), BODY)
-            await until(lambda: stage.seen)
-            await until(lambda: runner.handled == 1 and not runner._in_hand)
-            memo = stage.memos[0]
-            stored = await parts.store.message("M1", history=False, event_kinds=("signed",))
-            assert memo["record"] == stored, "the record handed over is the one stored"
-            assert memo["body"] == BODY == await parts.bodies.get("M1")
-            await asyncio.sleep(0.1)
-            assert await parts.bus.depths() == {}, "settled: the job is gone"
-        finally:
-            await runner.stop(grace=1.0)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+    async def body() -> None:
+        await parts.intake.accept(new_message(), BODY)
+        await until(lambda: stage.seen)
+        await until(lambda: runner.handled == 1 and not runner._in_hand)
+        memo = stage.memos[0]
+        stored = await parts.store.message("M1", history=False, event_kinds=("signed",))
+        assert memo["record"] == stored, "the record handed over is the one stored"
+        assert memo["body"] == BODY == await parts.bodies.get("M1")
+        await asyncio.sleep(0.1)
+        assert await parts.bus.depths() == {}, "settled: the job is gone"
 
-    asyncio.run(main())
+    asyncio.run(run_all([runner], body))
     assert parts.claims == [], "no claim: the job came straight from the intake"
     assert [j.message_id for j in stage.seen] == ["M1"]
 
 
-def test_a_process_that_dies_with_the_job_in_hand_loses_nothing(db: Database) -> None:
+def test_a_process_that_dies_with_the_job_in_hand_loses_nothing(gateway_db: Database) -> None:
     """The job is in the queue under this process's lease: nobody else takes it while
     the lease holds; when it runs out (the process died), any worker claims it."""
-    parts = Parts(db, lease=0.5)
+    parts = Parts(gateway_db, lease=0.5)
     adopted: list[Claimed] = []
 
     class DiesAtOnce:
@@ -138,7 +114,7 @@ def test_a_process_that_dies_with_the_job_in_hand_loses_nothing(db: Database) ->
             adopted.append(claimed)  # … and the process is gone
 
     parts.intake.local = DiesAtOnce()
-    other = EmbeddedBus(db, bound=100, lease=60)  # another worker on the same file
+    other = EmbeddedBus(gateway_db, bound=100, lease=60)  # another worker on the same file
 
     async def main() -> None:
         await parts.intake.accept(new_message(), BODY)
@@ -155,28 +131,25 @@ def test_a_process_that_dies_with_the_job_in_hand_loses_nothing(db: Database) ->
     asyncio.run(main())
 
 
-def test_a_full_first_stage_leaves_new_jobs_to_the_queue(db: Database) -> None:
-    parts = Parts(db)
+def test_a_full_first_stage_leaves_new_jobs_to_the_queue(gateway_db: Database) -> None:
+    parts = Parts(gateway_db)
     stage = Recording()
     runner = StageRunner(stage, parts.bus, next_queue=None, concurrency=1)
     parts.intake.local = runner
 
+    async def body() -> None:
+        for i in range(3):
+            await parts.intake.accept(new_message(i), BODY)
+        await until(lambda: stage.seen)
+        await asyncio.sleep(0.1)
+        assert [j.message_id for j in stage.seen] == ["M0"], "room for one"
+        stage.gate.set()
+        await until(lambda: len(stage.seen) == 3)
+        await until(lambda: not runner._in_hand)
+
     async def main() -> None:
         stage.gate = asyncio.Event()
-        task = asyncio.create_task(runner.run())
-        try:
-            for i in range(3):
-                await parts.intake.accept(new_message(i), BODY)
-            await until(lambda: stage.seen)
-            await asyncio.sleep(0.1)
-            assert [j.message_id for j in stage.seen] == ["M0"], "room for one"
-            stage.gate.set()
-            await until(lambda: len(stage.seen) == 3)
-            await until(lambda: not runner._in_hand)
-        finally:
-            await runner.stop(grace=1.0)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await run_all([runner], body)
         assert await parts.bus.depths() == {}
 
     asyncio.run(main())
@@ -186,8 +159,8 @@ def test_a_full_first_stage_leaves_new_jobs_to_the_queue(db: Database) -> None:
     assert all("body" not in m for m in stage.memos[1:]), "those are read from the store"
 
 
-def test_a_write_that_fails_gives_the_room_back(db: Database) -> None:
-    parts = Parts(db)
+def test_a_write_that_fails_gives_the_room_back(gateway_db: Database) -> None:
+    parts = Parts(gateway_db)
     runner = StageRunner(Recording(), parts.bus, next_queue=None, concurrency=1)
     parts.intake.local = runner
 
@@ -201,8 +174,8 @@ def test_a_write_that_fails_gives_the_room_back(db: Database) -> None:
     asyncio.run(main())
 
 
-def test_a_stopping_runner_takes_no_new_jobs(db: Database) -> None:
-    parts = Parts(db)
+def test_a_stopping_runner_takes_no_new_jobs(gateway_db: Database) -> None:
+    parts = Parts(gateway_db)
     runner = StageRunner(Recording(), parts.bus, next_queue=None, concurrency=4)
     parts.intake.local = runner
 

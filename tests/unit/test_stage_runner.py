@@ -13,6 +13,7 @@ from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.runner import StageRunner
 from secumail.store.database import Database
+from tests.unit.pipeline_helpers import run_all, until
 
 
 class CountingBus(EmbeddedBus):
@@ -61,24 +62,6 @@ def runners(bus: EmbeddedBus, stages: list[Scripted], *, chain: bool) -> list[St
         for a, b in itertools.pairwise(out):
             a.successor = b
     return out
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
-async def run_all(rs: list[StageRunner], body) -> None:
-    tasks = [asyncio.create_task(r.run()) for r in rs]
-    try:
-        await body()
-    finally:
-        await asyncio.gather(*(r.stop(grace=1.0) for r in rs))
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def test_a_chain_in_one_process_takes_one_claim_and_one_settle(bus_db: Database) -> None:
