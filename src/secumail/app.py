@@ -170,6 +170,7 @@ class Services:
             hostname=s.server.hostname,
             max_message_size=s.submission.max_message_size,
             max_recipients=s.submission.max_recipients,
+            max_hops=s.submission.max_hops,
         )
 
     @functools.cached_property

@@ -49,6 +49,8 @@ class SubmissionSettings(_Section):
     listen_tls: list[str] = ["0.0.0.0:465"]
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 100
+    # Received fields a message may carry (Postfix's hopcount_limit); more is a mail loop.
+    max_hops: int = Field(default=50, ge=1)
     idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7
     data_timeout: float = 600.0
     max_connections: int = 1000

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from secumail.mail.dsn import DsnRecipient, DsnRequest, build_dsn
+from secumail.mail.headers import parse_header_section
 from secumail.mail.status import RecipientStatus
 
 NOW = 1_700_000_000.0
@@ -256,3 +257,19 @@ def test_non_ascii_input_still_yields_a_notice(overrides: dict[str, str]) -> Non
     _, block = status_blocks(parse(out))
     assert block["Final-Recipient"] is not None
     assert block["Action"] == "failed"
+
+
+def test_a_stored_subject_with_encoded_line_breaks_cannot_inject_a_header() -> None:
+    # Subjects stored before the acceptance refused them, or by any other path.
+    out = build_dsn(
+        request(
+            original_subject="=?utf-8?q?hi=0D=0ABcc:_spy@evil.test?=",
+            original_from="=?utf-8?q?A=0D=0AX-Evil:_1?= <a@good.test>",
+        ),
+        NOW,
+    )
+    names = [n.lower() for n, _ in parse_header_section(out).fields]
+    assert "bcc" not in names and "x-evil" not in names
+    msg = parse(out)
+    assert msg["Subject"] == "Not delivered: hi Bcc: spy@evil.test"
+    assert b"\r\nBcc:" not in out and b"\r\nX-Evil:" not in out

@@ -31,6 +31,7 @@ from secumail.pki.evidence import (
     jwk_thumbprint,
     message_sha256,
     sign_evidence,
+    verify_entry,
     verify_evidence,
 )
 
@@ -392,3 +393,24 @@ def test_joserfc_verifies_as_documented(evidence_files: Path, key: EvidenceKey) 
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == RECORD
+
+
+# --- exported entries: readable copies must say what the token says (issue 11) ----------
+
+
+def test_an_exported_entry_verifies_only_when_its_copies_agree(key: EvidenceKey, token: str) -> None:
+    jwk = key.public_jwk()
+    assert verify_entry({"recipient": RECORD["recipient"], "token": token, "record": RECORD}, jwk) == RECORD
+    assert verify_entry({"token": token}, jwk) == RECORD
+    with pytest.raises(EvidenceError, match="readable recipient"):
+        verify_entry({"recipient": "mallory@example.test", "token": token}, jwk)
+    with pytest.raises(EvidenceError, match="differs from the signed one in: mx_host"):
+        verify_entry({"token": token, "record": {**RECORD, "mx_host": "mx.evil.test"}}, jwk)
+    with pytest.raises(EvidenceError, match="differs from the signed one in: extra"):
+        verify_entry({"token": token, "record": {**RECORD, "extra": 1}}, jwk)
+    with pytest.raises(EvidenceError, match="unsigned members in the entry: note"):
+        verify_entry({"token": token, "note": "also delivered to mallory"}, jwk)
+    with pytest.raises(EvidenceError, match="no token"):
+        verify_entry({"recipient": RECORD["recipient"]}, jwk)
+    with pytest.raises(EvidenceError):
+        verify_entry(["not", "an", "object"], jwk)

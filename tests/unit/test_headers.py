@@ -7,7 +7,9 @@ import pytest
 from secumail.mail.address import Address
 from secumail.mail.headers import (
     HeaderError,
+    injected_field,
     mailbox_of,
+    originator_domains,
     parse_header_section,
     single_from_address,
 )
@@ -159,3 +161,52 @@ def test_from_not_exactly_one_valid_mailbox_is_refused(value: str) -> None:
 def test_quoted_local_part_in_from(value: str) -> None:
     # RFC 5322 §3.4.1: local-part may be a quoted-string; the address is kept intact.
     assert str(mailbox_of(value)) == '"the boss"@good.test'
+
+
+# --- originators and injected fields (issue 11) ------------------------------------------
+
+
+def originators(head: str) -> set[tuple[str, str]]:
+    return set(originator_domains(parse_header_section(head.encode() + b"\r\nbody")))
+
+
+def test_every_originator_field_and_what_its_display_names_show() -> None:
+    assert originators(
+        'From: "boss@other.test" <a@good.test>\r\n'
+        "Sender: (x@comment.test) s@good.test\r\n"
+        "Resent-From: r@one.test, \"q, r\" <r@two.test>\r\n"
+        "Resent-Sender: =?utf-8?q?rs=40encoded.test?= <rs@good.test>\r\n"
+        "Reply-To: free@anywhere.test\r\n"
+    ) == {
+        ("From", "good.test"),
+        ("From", "other.test"),
+        ("Sender", "good.test"),
+        ("Sender", "comment.test"),
+        ("Resent-From", "one.test"),
+        ("Resent-From", "two.test"),
+        ("Resent-Sender", "good.test"),
+        ("Resent-Sender", "encoded.test"),
+    }
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "From: a@good.test\r\nSender: a@good.test\r\nSender: b@good.test\r\n",
+        "From: a@good.test\r\nSender: a@good.test, b@good.test\r\n",
+        "From: a@good.test\r\nSender: g: b@other.test;\r\n",
+        "From: a@good.test\r\nResent-From: a@good.test,,\r\n",
+    ],
+)
+def test_malformed_originators_are_errors(head: str) -> None:
+    with pytest.raises(HeaderError):
+        originators(head)
+
+
+def test_injected_field_names_the_field() -> None:
+    clean = parse_header_section(b"From: a@good.test\r\nSubject: =?utf-8?q?ok?=\r\n\r\n")
+    assert injected_field(clean) is None
+    bad = parse_header_section(
+        b"From: a@good.test\r\nX-Tag: =?utf-8?q?a=0D=0ABcc:_x@evil.test?=\r\n\r\n"
+    )
+    assert injected_field(bad) == "X-Tag"

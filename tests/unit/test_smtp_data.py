@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from secumail.mail.smtp_data import DataProblem, DataReceiver
+from secumail.mail.smtp_data import DataProblem, DataReceiver, unsafe_for_data
 
 MESSAGE = (
     b"From: a@good.test\r\n"
@@ -288,3 +288,31 @@ def test_too_big_with_many_lines() -> None:
     out = receive([data[i : i + 4096] for i in range(0, len(data), 4096)], max_size=1000)
     assert out.problem is DataProblem.TOO_BIG
     assert out.ended and out.leftover == b""
+
+
+# --- NUL (issue 11: "\x00." smuggling) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"a\r\n\x00.\r\nMAIL FROM:<x@y.test>\r\n.\r\n",
+        b"\x00\r\n.\r\n",
+        b"line with \x00 inside\r\n.\r\n",
+    ],
+)
+def test_nul_is_a_problem_but_the_data_is_read_to_its_end(wire: bytes) -> None:
+    for size in (1, 3, len(wire)):
+        r = DataReceiver(1000)
+        used = None
+        for i in range(0, len(wire), size):
+            used = r.feed(wire[i : i + size])
+        assert used is not None  # the end was found: the session stays in step
+        assert r.problem is DataProblem.NUL
+
+
+def test_unsafe_for_data_is_the_last_guard_before_sending() -> None:
+    assert unsafe_for_data(b"a\r\nb\r\n") is None
+    assert unsafe_for_data(b"a\x00\r\n") == "a NUL"
+    assert unsafe_for_data(b"a\n.\nb\r\n") == "a bare CR or LF"
+    assert unsafe_for_data(b"a\r.\r\n") == "a bare CR or LF"

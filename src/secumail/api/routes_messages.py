@@ -260,9 +260,13 @@ async def get_evidence(
         record = verify_evidence(rows[0].token, jwk)
     except EvidenceError as exc:
         raise ApiProblem(500, "internal", f"stored evidence does not verify: {exc}") from exc
+    signed_recipient = record.get("recipient")
+    if record.get("message_id") != message_id or not isinstance(signed_recipient, str):
+        raise ApiProblem(500, "internal", "stored evidence does not belong to this message")
+    # Every readable field comes from the signed payload, never from the request.
     return EvidenceOut(
         message_id=message_id,
-        recipient=recipient,
+        recipient=signed_recipient,
         token=rows[0].token,
         record=record,
         public_key=jwk,

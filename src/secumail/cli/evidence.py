@@ -9,7 +9,7 @@ from pathlib import Path
 from secumail.app import Services
 from secumail.cli.output import emit
 from secumail.errors import ConfigError, EvidenceError, NotFound
-from secumail.pki.evidence import message_sha256, verify_evidence
+from secumail.pki.evidence import message_sha256, verify_entry, verify_evidence
 
 FORMAT = "secumail-evidence/1"
 
@@ -49,8 +49,9 @@ def _message_matches(path: Path, expected: str) -> bool:
 
 
 async def evidence_verify(sv: Services, args: argparse.Namespace) -> int:
-    """Exit 0 only when every token verifies against the trusted key (and the message
-    matches its hash, when given)."""
+    """Exit 0 only when every token verifies against the trusted key, every readable
+    field of the file agrees with what is signed, and the message matches its hash
+    (when given). What is printed comes from the signed payloads only."""
     try:
         doc = json.loads(Path(args.file).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -63,43 +64,55 @@ async def evidence_verify(sv: Services, args: argparse.Namespace) -> int:
     entries = doc.get("evidence") if isinstance(doc, dict) else None
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{args.file} holds no evidence entries (format {FORMAT})")
+    problems = _file_problems(doc, trusted)
     results = []
-    ok_all = True
-    for entry in entries:
-        result: dict = {"recipient": entry.get("recipient"), "signature_valid": False}
+    for number, entry in enumerate(entries, 1):
+        result: dict = {"entry": number, "signature_valid": False}
         try:
-            record = verify_evidence(str(entry.get("token", "")), trusted)
-            result.update(signature_valid=True, record=record)
+            record = verify_entry(entry, trusted)
+            result.update(signature_valid=True, recipient=record.get("recipient"), record=record)
             if args.message:
                 result["message_matches"] = _message_matches(
                     Path(args.message), record["message_sha256"]
                 )
-                ok_all &= result["message_matches"]
         except EvidenceError as exc:
             result["error"] = str(exc)
-            ok_all = False
         results.append(result)
-    lines = []
-    for r in results:
-        mark = "✓" if r["signature_valid"] and r.get("message_matches", True) else "✗"
-        line = f"{mark} {r['recipient']}: " + (
-            "signature valid" if r["signature_valid"] else r["error"]
-        )
-        if "message_matches" in r:
-            line += (
-                ", message "
-                + ("matches" if r["message_matches"] else "does NOT match")
-                + " the hash"
-            )
-        if r["signature_valid"]:
-            rec = r["record"]
-            line += (
-                f"\n    delivered {rec['timestamp']} to {rec['mx_host']} [{rec['mx_ip']}]"
-                f" via {rec['route']}, {rec['tls_version']}"
-            )
-        lines.append(line)
-    emit(args.json, {"valid": ok_all, "results": results}, "\n".join(lines))
+    ok_all = not problems and all(
+        r["signature_valid"] and r.get("message_matches", True) for r in results
+    )
+    lines = [f"✗ {p}" for p in problems]
+    lines += [_line(r) for r in results]
+    emit(args.json, {"valid": ok_all, "problems": problems, "results": results}, "\n".join(lines))
     return 0 if ok_all else 1
+
+
+def _file_problems(doc: dict, trusted: dict) -> list[str]:
+    problems = []
+    unknown = set(doc) - {"format", "public_key", "evidence"}
+    if unknown:
+        problems.append(f"unsigned members in the file: {', '.join(sorted(unknown))}")
+    if doc.get("format", FORMAT) != FORMAT:
+        problems.append(f"format {str(doc.get('format'))[:60]!r} is not {FORMAT}")
+    shown = doc.get("public_key")
+    if shown is not None and (not isinstance(shown, dict) or shown.get("x") != trusted.get("x")):
+        problems.append("the public_key in the file is not the key verified against")
+    return problems
+
+
+def _line(r: dict) -> str:
+    if not r["signature_valid"]:
+        return f"✗ entry {r['entry']}: {r['error']}"
+    rec = r["record"]
+    mark = "✓" if r.get("message_matches", True) else "✗"
+    line = f"{mark} {rec.get('recipient')}: signature valid"
+    if "message_matches" in r:
+        line += ", message " + ("matches" if r["message_matches"] else "does NOT match")
+        line += " the hash"
+    return line + (
+        f"\n    delivered {rec.get('timestamp')} to {rec.get('mx_host')} [{rec.get('mx_ip')}]"
+        f" via {rec.get('route')}, {rec.get('tls_version')}"
+    )
 
 
 COMMANDS = {

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, make_msgid
 
+from secumail.mail.encoded_words import display_text
 from secumail.mail.notice_texts import (
     INTRO,
     LABELS,
@@ -56,8 +57,9 @@ def _date(ts: float) -> str:
 
 
 def _clean(text: str) -> str:
-    # Header-safe: no CR/LF can reach a header line (CVE-2024-6923 class of bugs).
-    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+    # Header-safe: decoded first, then no CR, LF, NUL or other control character and no
+    # encoded word is left to reach a header line (CVE-2024-6923 class of bugs).
+    return display_text(text)
 
 
 def _human(req: DsnRequest, lang: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from secumail.mail.address import Address, AddressError, parse_address
+from secumail.mail.address import Address, AddressError, normalise_domain, parse_address
+from secumail.mail.encoded_words import breaks_lines, display_text
 
 _FIELD_NAME = re.compile(rb"^[\x21-\x39\x3b-\x7e]+$")
 
@@ -75,7 +76,61 @@ def single_from_address(section: HeaderSection) -> Address:
     values = section.get_all("From")
     if len(values) != 1:
         raise HeaderError(f"message must have exactly one From header field, found {len(values)}")
-    return mailbox_of(values[0])
+    try:
+        return mailbox_of(values[0])
+    except HeaderError as exc:
+        raise HeaderError(f"From {exc}") from exc
+
+
+# RFC 5322 §3.6.2, §3.6.6: the fields a reader is shown as who sent the message.
+# Sender and Resent-Sender hold one mailbox; From and Resent-From a list (From is
+# further held to exactly one mailbox by `single_from_address`).
+SINGLE_MAILBOX_ORIGINATORS = ("Sender", "Resent-Sender")
+LIST_ORIGINATORS = ("From", "Resent-From")
+_ADDRESS_IN_TEXT = re.compile(r"@\s*([^\s@<>\"'(),;:\[\]]+)")
+
+
+def injected_field(section: HeaderSection) -> str | None:
+    """The name of the first field whose value, raw or RFC 2047-decoded, holds CR, LF,
+    NUL or another line break (header injection, CVE-2024-6923 class); else None."""
+    for name, value in section.fields:
+        if breaks_lines(value):
+            return name
+    return None
+
+
+def originator_domains(section: HeaderSection) -> list[tuple[str, str]]:
+    """(field, domain) for every domain an originator field shows a reader.
+
+    That is the domain of each address of From, Sender, Resent-From and Resent-Sender,
+    and of each address written into their display names or comments (after RFC 2047
+    decoding): `"boss@other.test" <me@mine.test>` shows other.test to the reader. Raises
+    HeaderError for a field that is not a valid mailbox (list), or a second Sender.
+    """
+    found: list[tuple[str, str]] = []
+    if len(section.get_all("Sender")) > 1:
+        raise HeaderError("message must have at most one Sender header field")
+    for field in (*LIST_ORIGINATORS, *SINGLE_MAILBOX_ORIGINATORS):
+        for value in section.get_all(field):
+            try:
+                single = field in SINGLE_MAILBOX_ORIGINATORS
+                mailboxes = [named_mailbox_of(value)] if single else mailbox_list_of(value)
+            except HeaderError as exc:
+                raise HeaderError(f"{field} {exc}") from exc
+            found.extend((field, address.domain) for _display, address in mailboxes)
+            # Display names and comments, decoded, as a mail client may show them.
+            found.extend((field, d) for d in _domains_in_text(display_text(value)))
+    return found
+
+
+def _domains_in_text(text: str) -> list[str]:
+    domains = []
+    for m in _ADDRESS_IN_TEXT.finditer(text):
+        try:
+            domains.append(normalise_domain(m.group(1).rstrip(".")))
+        except AddressError:
+            continue  # not a host name: no domain for a reader to believe
+    return domains
 
 
 def mailbox_of(value: str) -> Address:
@@ -84,9 +139,49 @@ def mailbox_of(value: str) -> Address:
     Structure is read outside quoted strings only, so a display name such as
     `"Doe, John <x@evil.test>"` cannot pose as the address or as a second mailbox.
     """
+    return named_mailbox_of(value)[1]
+
+
+def named_mailbox_of(value: str) -> tuple[str, Address]:
+    """(display name as written, address) of a single mailbox (RFC 5322 §3.4)."""
     text = _strip_comments(value)
+    specials = _structure(text)
+    kinds = "".join(c for _, c in specials)
+    if "," in kinds or ";" in kinds or ":" in kinds:
+        raise HeaderError("must name exactly one mailbox (no lists or groups)")
+    if kinds == "<>":
+        lt, gt = specials[0][0], specials[1][0]
+        if text[gt + 1 :].strip():
+            raise HeaderError("text after the address")
+        display, spec = text[:lt].strip(), text[lt + 1 : gt].strip()
+    elif kinds == "":
+        display, spec = "", text.strip()
+        if re.search(r"\s", re.sub(r'"(?:[^"\\]|\\.)*"', "", spec)):
+            raise HeaderError("address does not parse")
+    else:
+        raise HeaderError("must hold one address in <...>")
+    try:
+        return display, parse_address(spec, utf8=not spec.isascii())
+    except AddressError as exc:
+        raise HeaderError(f"address does not parse: {exc}") from exc
+
+
+def mailbox_list_of(value: str) -> list[tuple[str, Address]]:
+    """Each (display name, address) of a mailbox-list (RFC 5322 §3.4; no groups)."""
+    text = _strip_comments(value)
+    cuts = [i for i, c in _structure(text) if c == ","]
+    parts = [text[a + 1 : b] for a, b in zip([-1, *cuts], [*cuts, len(text)], strict=True)]
+    if any(not p.strip() for p in parts):
+        raise HeaderError("empty entry in an address list")
+    return [named_mailbox_of(p) for p in parts]
+
+
+def _structure(text: str) -> list[tuple[int, str]]:
+    """Positions of the specials that give an address field its structure, outside
+    quoted strings and (for commas) outside angle brackets."""
     specials: list[tuple[int, str]] = []
     in_quote = escaped = False
+    depth = 0
     for i, c in enumerate(text):
         if escaped:
             escaped = False
@@ -95,25 +190,10 @@ def mailbox_of(value: str) -> Address:
         elif c == '"':
             in_quote = not in_quote
         elif not in_quote and c in "<>,;:":
-            specials.append((i, c))
-    kinds = "".join(c for _, c in specials)
-    if "," in kinds or ";" in kinds or ":" in kinds:
-        raise HeaderError("From must name exactly one mailbox (no lists or groups)")
-    if kinds == "<>":
-        lt, gt = specials[0][0], specials[1][0]
-        if text[gt + 1 :].strip():
-            raise HeaderError("text after the address in From")
-        spec = text[lt + 1 : gt].strip()
-    elif kinds == "":
-        spec = text.strip()
-        if re.search(r"\s", re.sub(r'"(?:[^"\\]|\\.)*"', "", spec)):
-            raise HeaderError("From address does not parse")
-    else:
-        raise HeaderError("From must hold one address in <...>")
-    try:
-        return parse_address(spec, utf8=not spec.isascii())
-    except AddressError as exc:
-        raise HeaderError(f"From address does not parse: {exc}") from exc
+            depth += {"<": 1, ">": -1}.get(c, 0)
+            if c != "," or depth <= 0:
+                specials.append((i, c))
+    return specials
 
 
 def _strip_comments(value: str) -> str:
@@ -148,5 +228,5 @@ def _strip_comments(value: str) -> str:
                 in_quote = True
             out.append(c)
     if depth or in_quote:
-        raise HeaderError("unbalanced comment or quote in From")
+        raise HeaderError("unbalanced comment or quote")
     return "".join(out)

@@ -26,6 +26,7 @@ class DataProblem(enum.Enum):
     """Why the received data cannot be accepted."""
 
     BARE_LINE_ENDING = "bare CR or LF"  # fatal: the stream cannot be trusted any more
+    NUL = "NUL"  # RFC 5322 §2.3, RFC 2045 §2.8: no NUL in a message
     LINE_TOO_LONG = "line too long"
     TOO_BIG = "too big"
 
@@ -61,6 +62,10 @@ class DataReceiver:
             self._parts.clear()
             return 0
         self._check_line_lengths(part)
+        if self.problem is None and b"\x00" in part:
+            # A receiver that drops NULs would read "\x00.\r\n" as the end of data and
+            # run what follows as a second transaction: smuggling. Refused, not repaired.
+            self.problem = DataProblem.NUL
         self.size += len(part)
         if self.size > self.max_size + 3:
             if self.problem is None:
@@ -116,3 +121,14 @@ class DataReceiver:
             body = body[1:]
         # RFC 5321 §4.5.2: a leading period on any line is removed.
         return body.replace(b"\r\n.", b"\r\n")
+
+
+def unsafe_for_data(message: bytes) -> str | None:
+    """Why `message` must not be sent after DATA (a NUL, or a CR or LF outside CRLF), or
+    None. The last guard before our bytes reach another server: we never smuggle."""
+    if b"\x00" in message:
+        return "a NUL"
+    pairs = message.count(b"\r\n")
+    if message.count(b"\r") != pairs or message.count(b"\n") != pairs:
+        return "a bare CR or LF"
+    return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from secumail.errors import ConnectError, InsecureRoute, SmtpReplyError
 from secumail.mail.reply import Reply, default_enhanced, split_enhanced
+from secumail.mail.smtp_data import unsafe_for_data
 
 MAX_REPLY_LINES = 100
 
@@ -237,6 +238,12 @@ class SmtpConnection:
         requiretls: bool = False,
     ) -> TransactionResult:
         """One transaction; per-recipient outcome. Raises only when the connection fails."""
+        unsafe = unsafe_for_data(data)
+        if unsafe is not None:
+            # Nothing is sent: a message that could end early at the receiver is refused
+            # here, permanently (RFC 5321 §4.1.4's 554 family; X.6.0 media error).
+            reply = Reply(554, "5.6.0", f"message holds {unsafe}: not sent (smuggling guard)")
+            return TransactionResult({r: reply for r in recipients})
         params = " REQUIRETLS" if requiretls else ""  # RFC 8689 §4: passed on
         if "SIZE" in self.extensions:
             params += f" SIZE={len(data)}"

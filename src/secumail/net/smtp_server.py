@@ -445,6 +445,8 @@ class SubmissionSession:
                 self.send(R.TOO_BIG)
             elif receiver.problem is DataProblem.LINE_TOO_LONG:
                 self.send(Reply(554, "5.6.0", "Line longer than 998 characters (RFC 5322 §2.1.1)"))
+            elif receiver.problem is DataProblem.NUL:
+                self.send(Reply(554, "5.6.0", "NUL character in message data refused (RFC 5322 §2.3)"))
             else:
                 self.send(await self.policy.accept(self.principal, envelope, receiver.message()))
         finally:

@@ -16,7 +16,14 @@ from email.utils import format_datetime
 
 from secumail.errors import AdmissionRefused, SecumailError
 from secumail.mail.address import Address
-from secumail.mail.headers import HeaderError, parse_header_section, single_from_address
+from secumail.mail.headers import (
+    HeaderError,
+    HeaderSection,
+    injected_field,
+    originator_domains,
+    parse_header_section,
+    single_from_address,
+)
 from secumail.mail.ids import new_message_id
 from secumail.pipeline.intake import Intake
 from secumail.store.metadata import MetadataStore
@@ -26,6 +33,8 @@ from secumail.store.suppressions import SuppressionStore
 log = logging.getLogger("secumail.submission")
 
 DOMAIN_CACHE_TTL = 5.0
+# Postfix's hopcount_limit: more Received fields than this is taken for a mail loop.
+MAX_HOPS = 50
 
 
 class Refusal(Exception):
@@ -67,6 +76,7 @@ class MessageAcceptor:
         hostname: str,
         max_message_size: int,
         max_recipients: int,
+        max_hops: int = MAX_HOPS,
     ) -> None:
         self.store = store
         self.intake = intake
@@ -74,6 +84,7 @@ class MessageAcceptor:
         self.hostname = hostname
         self.max_message_size = max_message_size
         self.max_recipients = max_recipients
+        self.max_hops = max_hops
         self._domains: dict[str, tuple[float, frozenset[str]]] = {}
 
     async def verified_domains(self, account_id: str) -> frozenset[str]:
@@ -110,6 +121,48 @@ class MessageAcceptor:
                 field="to",
             )
 
+    async def _check_headers(self, sub: Submission) -> tuple[HeaderSection, Address]:
+        """The header rules for every door: no injected lines, no mail loop, and every
+        originator (From, Sender, Resent-From, Resent-Sender, and addresses shown in
+        their display names) in a verified domain of the account."""
+        try:
+            section = parse_header_section(sub.message)
+            author = single_from_address(section)
+            shown = originator_domains(section)
+        except HeaderError as exc:
+            raise Refusal(550, "5.7.1", f"Message refused: {exc}", http=422, field="from") from exc
+        hops = len(section.get_all("Received"))
+        if hops > self.max_hops:
+            # RFC 5321 §6.3: a loop is detected by counting Received fields.
+            raise Refusal(
+                554,
+                "5.4.6",
+                f"Too many Received header fields ({hops}, limit {self.max_hops}): mail loop",
+                http=422,
+                field="Received",
+            )
+        injected = injected_field(section)
+        if injected is not None:
+            raise Refusal(
+                554,
+                "5.6.0",
+                f"Header field {injected} holds CR, LF, NUL or another line break (raw or "
+                "RFC 2047-encoded): refused as header injection",
+                http=422,
+                field=injected,
+            )
+        verified = await self.verified_domains(sub.account.id)
+        for field, domain in shown:
+            if domain not in verified:
+                raise Refusal(
+                    550,
+                    "5.7.1",
+                    f"{field}: domain {domain} is not a verified domain of your account",
+                    http=403,
+                    field=field.lower(),
+                )
+        return section, author
+
     async def full(self) -> bool:
         return await self.intake.full()
 
@@ -125,19 +178,7 @@ class MessageAcceptor:
             await self.check_sender(sub.account.id, sub.mail_from)
             for rcpt in sub.recipients:
                 await self.check_recipient(sub.account.id, rcpt)
-        try:
-            section = parse_header_section(sub.message)
-            author = single_from_address(section)
-        except HeaderError as exc:
-            raise Refusal(550, "5.7.1", f"Message refused: {exc}", http=422, field="from") from exc
-        if author.domain not in await self.verified_domains(sub.account.id):
-            raise Refusal(
-                550,
-                "5.7.1",
-                f"From: domain {author.domain} is not a verified domain of your account",
-                http=403,
-                field="from",
-            )
+        section, author = await self._check_headers(sub)
         message_id = new_message_id()
         trace = (
             f"Received: by {self.hostname} (Secumail) with {sub.via} id {message_id};\r\n"

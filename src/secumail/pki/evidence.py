@@ -156,6 +156,40 @@ def verify_evidence(token: str, public_jwk: dict[str, Any]) -> dict[str, Any]:
     return _json_object(_b64url_decode(payload_b64, "payload"), "payload")
 
 
+# --- exported files -------------------------------------------------------------------
+
+# An entry of an export (`secumail evidence export`): the token is the evidence; the
+# other members are copies for reading, and must say exactly what the token says.
+ENTRY_KEYS = {"token", "recipient", "record"}
+
+
+def verify_entry(entry: Any, public_jwk: dict[str, Any]) -> dict[str, Any]:
+    """The signed record of one exported entry, once the token verifies and every readable
+    member agrees with it. Raises EvidenceError naming the member that does not."""
+    if not isinstance(entry, dict):
+        raise EvidenceError("an evidence entry is a JSON object")
+    unknown = set(entry) - ENTRY_KEYS
+    if unknown:
+        raise EvidenceError(f"unsigned members in the entry: {', '.join(sorted(unknown))}")
+    token = entry.get("token")
+    if not isinstance(token, str):
+        raise EvidenceError("the entry holds no token")
+    record = verify_evidence(token, public_jwk)
+    if "recipient" in entry and entry["recipient"] != record.get("recipient"):
+        raise EvidenceError(
+            f"the readable recipient {str(entry['recipient'])[:200]!r} is not the signed "
+            f"recipient {record.get('recipient')!r}"
+        )
+    if "record" in entry and entry["record"] != record:
+        copy = entry["record"] if isinstance(entry["record"], dict) else {}
+        differ = sorted(k for k in set(copy) | set(record) if copy.get(k) != record.get(k))
+        raise EvidenceError(
+            "the readable record differs from the signed one in: "
+            + (", ".join(differ)[:300] or "its type")
+        )
+    return record
+
+
 # --- helpers --------------------------------------------------------------------------
 
 
