@@ -273,3 +273,9 @@ def test_a_stored_subject_with_encoded_line_breaks_cannot_inject_a_header() -> N
     msg = parse(out)
     assert msg["Subject"] == "Not delivered: hi Bcc: spy@evil.test"
     assert b"\r\nBcc:" not in out and b"\r\nX-Evil:" not in out
+
+
+def test_a_utf8_message_id_of_the_original_still_gives_an_ascii_notice() -> None:
+    out = build_dsn(request(original_message_id="<\u00fc@good.test>"), NOW)
+    assert out.isascii()
+    assert "Message-ID: <\\x{FC}@good.test>" in parts(parse(out))[2].as_string()

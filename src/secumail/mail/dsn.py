@@ -139,7 +139,8 @@ def build_dsn(req: DsnRequest, now: float) -> bytes:
     if req.original_from:
         original.append(f"From: {_encode_header(_clean(req.original_from))}")
     if req.original_message_id:
-        original.append(f"Message-ID: {_clean(req.original_message_id)}")
+        # A msg-id is never an encoded word; a UTF-8 one (RFC 6532) is shown as xtext.
+        original.append(f"Message-ID: {_xtext(_clean(req.original_message_id))}")
     if req.original_subject:
         original.append(f"Subject: {_encode_header(_clean(req.original_subject))}")
     parts = [
