@@ -85,7 +85,7 @@ def breaks_lines(value: str) -> bool:
 def has_control(value: str) -> bool:
     """True when the value, raw or decoded, holds any control character but TAB: what an
     RFC 5322 §2.2 field body (printable characters and white space) never needs."""
-    return any(_is_control(c) and c != "\t" for form in decoded_forms(value) for c in form)
+    return any(_CONTROL_BUT_TAB.search(form) for form in decoded_forms(value))
 
 
 def display_text(value: str) -> str:
@@ -93,11 +93,10 @@ def display_text(value: str) -> str:
     made a space and white space runs collapsed: safe to place in a new header or a
     line of text. What still looks like an encoded word is broken up ("=?" → "= ?"),
     so no later reader can decode a line break out of it."""
-    text = decoded_forms(value)[-1]
-    text = " ".join("".join(" " if _is_control(c) else c for c in text).split())
-    return text.replace("=?", "= ?")
+    text = _CONTROL.sub(" ", decoded_forms(value)[-1])
+    return " ".join(text.split()).replace("=?", "= ?")
 
 
-def _is_control(c: str) -> bool:
-    o = ord(c)
-    return o < 0x20 or o == 0x7F or 0x80 <= o < 0xA0 or c in LINE_BREAKING
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_TAB = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")

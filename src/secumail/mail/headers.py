@@ -87,6 +87,7 @@ def single_from_address(section: HeaderSection) -> Address:
 # further held to exactly one mailbox by `single_from_address`).
 SINGLE_MAILBOX_ORIGINATORS = ("Sender", "Resent-Sender")
 LIST_ORIGINATORS = ("From", "Resent-From")
+_ORIGINATORS = {f.lower(): f for f in (*LIST_ORIGINATORS, *SINGLE_MAILBOX_ORIGINATORS)}
 _ADDRESS_IN_TEXT = re.compile(r"@\s*([^\s@<>\"'(),;:\[\]]+)")
 
 
@@ -108,16 +109,21 @@ def originator_domains(section: HeaderSection) -> list[tuple[str, str]]:
     HeaderError for a field that is not a valid mailbox (list), or a second Sender.
     """
     found: list[tuple[str, str]] = []
-    if len(section.get_all("Sender")) > 1:
-        raise HeaderError("message must have at most one Sender header field")
-    for field in (*LIST_ORIGINATORS, *SINGLE_MAILBOX_ORIGINATORS):
-        for value in section.get_all(field):
-            try:
-                single = field in SINGLE_MAILBOX_ORIGINATORS
-                mailboxes = [named_mailbox_of(value)] if single else mailbox_list_of(value)
-            except HeaderError as exc:
-                raise HeaderError(f"{field} {exc}") from exc
-            found.extend((field, address.domain) for _display, address in mailboxes)
+    senders = 0
+    for name, value in section.fields:
+        field = _ORIGINATORS.get(name.lower())
+        if field is None:
+            continue
+        senders += field == "Sender"
+        if senders > 1:
+            raise HeaderError("message must have at most one Sender header field")
+        try:
+            single = field in SINGLE_MAILBOX_ORIGINATORS
+            mailboxes = [named_mailbox_of(value)] if single else mailbox_list_of(value)
+        except HeaderError as exc:
+            raise HeaderError(f"{field} {exc}") from exc
+        found.extend((field, address.domain) for _display, address in mailboxes)
+        if value.count("@") > len(mailboxes) or "=?" in value:
             # Display names and comments, decoded, as a mail client may show them.
             found.extend((field, d) for d in _domains_in_text(display_text(value)))
     return found
@@ -179,6 +185,16 @@ def mailbox_list_of(value: str) -> list[tuple[str, Address]]:
 def _structure(text: str) -> list[tuple[int, str]]:
     """Positions of the specials that give an address field its structure, outside
     quoted strings and (for commas) outside angle brackets."""
+    if '"' not in text and "\\" not in text:
+        # Nothing quoted: the specials are where they appear.
+        marks = [(m.start(), m.group()) for m in _SPECIALS.finditer(text)]
+        depth = 0
+        kept = []
+        for i, c in marks:
+            depth += {"<": 1, ">": -1}.get(c, 0)
+            if c != "," or depth <= 0:
+                kept.append((i, c))
+        return kept
     specials: list[tuple[int, str]] = []
     in_quote = escaped = False
     depth = 0
@@ -196,7 +212,12 @@ def _structure(text: str) -> list[tuple[int, str]]:
     return specials
 
 
+_SPECIALS = re.compile(r"[<>,;:]")
+
+
 def _strip_comments(value: str) -> str:
+    if "(" not in value and ")" not in value and '"' not in value:
+        return value  # no comment to strip, no quoted string to keep whole
     out: list[str] = []
     depth = 0
     in_quote = False
