@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from nassl import _nassl
-from nassl.ephemeral_key_info import DhEphemeralKeyInfo, EcDhEphemeralKeyInfo
+from nassl.ephemeral_key_info import DhEphemeralKeyInfo, EcDhEphemeralKeyInfo, OpenSslEcNidEnum
 from nassl.legacy_ssl_client import LegacySslClient
 from nassl.ssl_client import OpenSslVerifyEnum, OpenSslVersionEnum, SslClient
 
@@ -208,3 +209,50 @@ def client_renegotiation_accepted(listener: Listener, rounds: int = 3) -> bool:
             return True
     except (HandshakeRefused, OSError, *OPENSSL_ERRORS):
         return False
+
+
+# Curves below 256 bits, or outside the NIST/Bernstein set, a TLS 1.2 client may offer.
+WEAK_CURVES = (
+    OpenSslEcNidEnum.SECP192R1,
+    OpenSslEcNidEnum.SECP224R1,
+    OpenSslEcNidEnum.SECP256K1,
+    OpenSslEcNidEnum.SECP160R1,
+    OpenSslEcNidEnum.SECT163K1,
+    OpenSslEcNidEnum.SECT233R1,
+    OpenSslEcNidEnum.SECT283K1,
+    OpenSslEcNidEnum.SECT571R1,
+)
+
+
+def accepted_weak_curves(listener: Listener) -> list[str]:
+    """TLS 1.2 ECDHE with only one weak curve offered: the curves the server agreed to."""
+    accepted = []
+    for nid in WEAK_CURVES:
+        sock = _connect(listener)
+        try:
+            client = SslClient(
+                underlying_socket=sock,
+                ssl_version=OpenSslVersionEnum.TLSV1_2,
+                ssl_verify=OpenSslVerifyEnum.NONE,
+            )
+            client.set_cipher_list("ECDHE")
+            client.set_groups([nid])
+            try:
+                client.do_handshake()
+            except (OSError, *OPENSSL_ERRORS):
+                continue
+            accepted.append(nid.name)
+        finally:
+            sock.close()
+    return accepted
+
+
+def openssl_accepts_group(listener: Listener, group: str, version: str = "-tls1_3") -> bool:
+    """`openssl s_client` (the system's OpenSSL 3, which has the RFC 7919 ffdhe groups in
+    TLS 1.3, unlike nassl's 1.1.1) offering only `group`: did the handshake complete?"""
+    args = ["openssl", "s_client", "-connect", f"{listener.host}:{listener.port}", version,
+            "-groups", group, "-brief"]
+    if listener.starttls:
+        args += ["-starttls", "smtp"]
+    done = subprocess.run(args, input=b"", capture_output=True, timeout=30)
+    return done.returncode == 0 and b"CONNECTION ESTABLISHED" in done.stderr
