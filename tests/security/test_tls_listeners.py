@@ -4,12 +4,12 @@ tls_probe.py), which offers what a modern client never would (SSLv2/3, TLS 1.0/1
 RC4, 3DES, EXPORT, NULL, anonymous suites, compression, client renegotiation).
 
 The yardstick is NCSC-NL, "ICT-beveiligingsrichtlijnen voor Transport Layer Security
-(TLS)" / "IT Security Guidelines for TLS", v2.1 (2021), the tables of versions, cipher
+(TLS)" / "IT Security Guidelines for TLS", v2.1 (2021): its tables of versions, cipher
 suites, key exchange groups and certificate keys rated Good / Sufficient / Phase out /
-Insufficient (the 2025 revision keeps those ratings for everything a listener may offer
-here). A listener may offer only Good or Sufficient, and — stricter than the guideline,
-which still rates ECDHE with CBC "sufficient" — the project allows no CBC with SHA-1
-and asks forward secrecy of every suite (the brief of issue 11).
+Insufficient, encoded below (the "sufficient" rows as we read them; check them against
+the newest revision when they change). A listener may offer only Good or Sufficient, and
+— stricter than v2.1, which still rates ECDHE with CBC-SHA1 "sufficient" — the project
+allows no CBC with SHA-1 and asks forward secrecy of every suite (issue 11).
 """
 
 from __future__ import annotations
