@@ -11,6 +11,10 @@ _DOT_ATOM_ASCII = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$"
 )
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# RFC 5321 §4.1.2: QcontentSMTP = qtextSMTP / quoted-pairSMTP — printable ASCII but '"'
+# and '\', or '\' before printable ASCII; no control characters. RFC 6531 §3.3 adds
+# UTF8-non-ascii to qtextSMTP (allowed below, refused without SMTPUTF8 further on).
+_QUOTED_CONTENT = re.compile(r'(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*')
 
 
 class AddressError(ValueError):
@@ -60,7 +64,7 @@ def parse_address(text: str, *, utf8: bool = False) -> Address:
         raise AddressError(f"invalid local part in {text!r}")
     if local.startswith('"') and local.endswith('"') and len(local) >= 2:
         inner = local[1:-1]
-        if any(c in inner for c in "\r\n\x00") or re.search(r'(?<!\\)"', inner):
+        if not _QUOTED_CONTENT.fullmatch(inner):
             raise AddressError(f"invalid quoted local part in {text!r}")
         if not utf8 and not inner.isascii():
             # RFC 5321 §4.1.2 qtextSMTP is US-ASCII; UTF-8 only under RFC 6531.

@@ -68,8 +68,9 @@ class DataReceiver:
             self.problem = DataProblem.NUL
         self.size += len(part)
         if self.size > self.max_size + 3:
-            if self.problem is None:
-                self.problem = DataProblem.TOO_BIG
+            # Too big wins over a long line seen before it, so the answer does not depend
+            # on how the stream was cut into chunks (the size is only known at the end).
+            self.problem = DataProblem.TOO_BIG
             self._parts.clear()
         elif self.problem is None:
             self._parts.append(part)

@@ -101,7 +101,11 @@ def parse_tlsa(text: str) -> TlsaRecord:
         raise TlsaError(f"TLSA needs usage, selector, matching type and data: {text!r}")
     fields = []
     for token, names in zip(tokens[:3], _MNEMONICS, strict=True):
-        value = names.get(token.upper()) if not token.isdigit() else int(token)
+        # ASCII digits only: str.isdigit() is also true for "²" and other scripts' digits,
+        # which int() refuses or reads; more than 5 digits is no 0..255 (and int() of a
+        # 5,000-digit string raises ValueError in Python 3.11).
+        digits = token.isascii() and token.isdigit()
+        value = names.get(token.upper()) if not digits else int(token) if len(token) <= 5 else None
         if value is None or not 0 <= value <= 255:
             raise TlsaError(f"bad TLSA field {token!r} in {text!r}")
         fields.append(value)

@@ -232,6 +232,8 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EvidenceError(f"evidence {what} is not UTF-8 JSON") from exc
+    except RecursionError as exc:  # "[[[[…" nested deeper than the parser recurses
+        raise EvidenceError(f"evidence {what} is nested too deeply") from exc
     if not isinstance(value, dict):
         raise EvidenceError(f"evidence {what} is not a JSON object")
     return value
