@@ -27,6 +27,7 @@ import base64
 import json
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -382,12 +383,6 @@ def test_webhook_hosts_resolving_to_internal_addresses_are_refused(
     assert _register_answers(strict_gateway, dns, world, INTERNAL_ANSWERS) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (API7): check_target trusts ipaddress.is_global, which in Python 3.11 calls "
-    "NAT64 64:ff9b::/96, 64:ff9b:1::/48, 6to4 2002::/16 and IPv4-compatible ::/96 addresses "
-    "global even when they embed 127.0.0.1, 10/8 or 169.254.169.254",
-)
 def test_webhook_hosts_resolving_to_ipv4_embedded_in_ipv6_are_refused(
     strict_gateway: GatewayProcess, dns: AuthoritativeDns, world: World
 ) -> None:
@@ -564,11 +559,27 @@ def test_oversized_bodies_are_refused_with_413(make_gateway, dns, world: World) 
     assert api.get("/v1/messages").json()["items"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="HOLE (API4): the API reads a whole request body before judging its size: a "
-    "Content-Length far over submission.max_message_size is not refused up front",
-)
+def test_a_chunked_body_over_the_bound_is_cut_off_with_413(make_gateway, dns, world: World) -> None:
+    gw = make_gateway(submission__max_message_size=65536).start()
+    world.domain("hospital.test")
+    gw.onboard(dns, "Ziekenhuis", "hospital.test")
+    api = Api(gw).login("Ziekenhuis")
+
+    def endless() -> Iterator[bytes]:  # no Content-Length: chunked, 4 MiB in all
+        yield b'{"url": "https://x.hospital.test/'
+        for _ in range(64):
+            yield b"a" * 65536
+
+    for path, ctype in (
+        ("/v1/messages", "application/json"),
+        ("/v1/webhooks", "application/json"),
+        ("/oauth/token", "application/x-www-form-urlencoded"),
+    ):
+        r = api.post(path, content=endless(), headers={"Content-Type": ctype})
+        assert "limited to" in problem(r, 413)["detail"], path
+    assert api.get("/v1/webhooks").json() == []
+
+
 def test_a_declared_length_over_the_limit_is_refused_before_the_body(
     make_gateway, dns, world: World
 ) -> None:

@@ -177,13 +177,6 @@ def test_listener_offers_only_ncsc_good_or_sufficient_tls(
     assert not problems, f"{listener.name} (port {listener.port}): " + "; ".join(problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: every listener completes a TLS 1.3 handshake when the client offers only "
-    "ffdhe2048 (OpenSSL 3.0's default group list; NCSC v2.1 rates 2048-bit DH 'phase out'). "
-    "Python 3.11's ssl can restrict groups only to one curve (set_ecdh_curve), which would "
-    "also drop X25519: a design choice for the owner of net/tls.py and api/server.py",
-)
 def test_listeners_refuse_ffdhe2048_key_exchange(listeners: dict[str, Listener]) -> None:
     accepting = []
     for listener in listeners.values():

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -16,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from secumail import __version__
 from secumail.api import problems
+from secumail.api.body_limit import BodyLimit, body_bound
 from secumail.api.context import ApiContext
 from secumail.api.models import MessageIn
 from secumail.api.routes_admin import router as admin_router
@@ -23,6 +27,7 @@ from secumail.api.routes_messages import router as messages_router
 from secumail.api.routes_ops import router as ops_router
 from secumail.errors import ConfigError
 from secumail.mail.endpoints import parse_host_port
+from secumail.net.tls import server_context
 
 log = logging.getLogger("secumail.api")
 
@@ -31,6 +36,17 @@ at all — and learn why. Authenticate with OAuth 2 client credentials at `/oaut
 (scopes: messages:send, messages:read, domains:manage, webhooks:manage,
 suppressions:manage) and send the access token as `Authorization: Bearer …`. Errors are
 RFC 9457 problem documents."""
+
+
+def _tls_factory(
+    cert_file: Path, key_file: Path
+) -> Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext]:
+    def make(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        context = server_context(cert_file, key_file)
+        context.set_alpn_protocols(["http/1.1"])
+        return context
+
+    return make
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
@@ -43,6 +59,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.add_middleware(BodyLimit, max_body=body_bound(ctx.settings.submission.max_message_size))
     app.add_exception_handler(problems.ApiProblem, problems.on_api_problem)
     app.add_exception_handler(RequestValidationError, problems.on_validation)
     app.add_exception_handler(StarletteHTTPException, problems.on_http)
@@ -90,9 +107,9 @@ class ApiServer:
             host, port = parse_host_port(entry)
             if plain_http and not (host.startswith("127.") or host in ("::1", "localhost")):
                 raise ConfigError(f"api.plain_http is allowed on loopback only, not {entry}")
-            tls = (
-                {} if plain_http else {"ssl_certfile": str(cert_file), "ssl_keyfile": str(key_file)}
-            )
+            # The API's TLS is the SMTP listeners' (net/tls.server_context): same versions,
+            # suites and groups, never uvicorn's defaults.
+            tls = {} if plain_http else {"ssl_context_factory": _tls_factory(cert_file, key_file)}
             config = uvicorn.Config(
                 app,
                 host=host,

@@ -62,9 +62,10 @@ class DataReceiver:
             self._parts.clear()
             return 0
         self._check_line_lengths(part)
-        if self.problem is None and b"\x00" in part:
+        if self.problem in (None, DataProblem.LINE_TOO_LONG) and b"\x00" in part:
             # A receiver that drops NULs would read "\x00.\r\n" as the end of data and
             # run what follows as a second transaction: smuggling. Refused, not repaired.
+            # NUL wins over a long line whichever came first (chunking must not matter).
             self.problem = DataProblem.NUL
         self.size += len(part)
         if self.size > self.max_size + 3:

@@ -1,8 +1,9 @@
 """TLS contexts for both directions, and the gateway's own certificate.
 
 Inbound: TLS 1.2+ with forward-secret AEAD ciphers only (NCSC-NL TLS guidelines 2021,
-"good": ECDHE with AES-GCM or ChaCha20-Poly1305; TLS 1.3 suites are all "good"), no
-compression, no renegotiation.
+"good": ECDHE with AES-GCM or ChaCha20-Poly1305; TLS 1.3 suites are all "good"), key
+exchange over X25519, P-256 or P-384 only (finite-field ffdhe2048, in OpenSSL 3.0's
+default list, is "phase out"), no compression, no renegotiation.
 
 Outbound: the baseline secure route (RFC 8461-style PKIX): TLS 1.2+, a chain to a
 trusted root (the system store plus `tls.trust_file`), the certificate naming the MX.
@@ -10,10 +11,13 @@ trusted root (the system store plus `tls.trust_file`), the certificate naming th
 
 from __future__ import annotations
 
+import _ssl
 import contextlib
+import ctypes
 import datetime as dt
 import ipaddress
 import ssl
+import sys
 from pathlib import Path
 
 from cryptography import x509
@@ -24,7 +28,10 @@ from cryptography.x509.oid import NameOID
 from secumail.errors import ConfigError
 from secumail.keyfiles import pem, write_file
 
-SERVER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+SERVER_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# NCSC-NL TLS guidelines (v2.1, table 7): these elliptic curves are "good".
+SERVER_GROUPS = b"X25519:P-256:P-384"
+_SSL_CTRL_SET_GROUPS_LIST = 92  # OpenSSL ssl.h: SSL_CTX_set1_groups_list
 
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -32,11 +39,34 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(SERVER_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    restrict_groups(ctx, SERVER_GROUPS)
     try:
         ctx.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load gateway certificate {cert_file}: {exc}") from exc
     return ctx
+
+
+def restrict_groups(ctx: ssl.SSLContext, groups: bytes) -> None:
+    """Limit the key-exchange groups of `ctx` (SSL_CTX_set1_groups_list).
+
+    Python's `ssl` (3.11–3.14) can set one curve only (`set_ecdh_curve`), which would drop
+    X25519. CPython's SSLContext object holds its `SSL_CTX *` right after the object
+    header; the pointer is checked against the context's own options before anything is
+    set through it, and anything unexpected is an error at start, never a silent skip.
+    """
+    if sys.implementation.name != "cpython":
+        raise ConfigError("restricting TLS key-exchange groups needs CPython")
+    lib = ctypes.CDLL(_ssl.__file__)
+    lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+    lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
+    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+    pointer = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not pointer or lib.SSL_CTX_get_options(pointer) != int(ctx.options):
+        raise ConfigError("cannot reach this Python's TLS context to restrict its groups")
+    if lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_SET_GROUPS_LIST, 0, groups) != 1:
+        raise ConfigError(f"OpenSSL refused the key-exchange groups {groups.decode()}")
 
 
 TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import time
 from urllib.parse import urlsplit
 
 from secumail.errors import DnsError
+from secumail.mail.ip_scope import is_public
 from secumail.net.dns import Resolver
 from secumail.net.https_client import HttpsError, request
 from secumail.net.tls import verifying_client_context
@@ -55,8 +55,7 @@ def check_target(url: str, addresses: list[str], *, allow_private: bool) -> None
     if allow_private:
         return
     for a in addresses:
-        ip = ipaddress.ip_address(a)
-        if not ip.is_global or ip.is_multicast:
+        if not is_public(a):
             raise UnsafeTarget(f"{parts.hostname} resolves to a non-public address {a}")
 
 
