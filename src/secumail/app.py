@@ -339,6 +339,7 @@ class Gateway:
                 limits,
                 server_context(s.cert_file, s.key_file),
                 max_connections=s.submission.max_connections,
+                max_connections_per_client=s.submission.max_connections_per_client,
             )
             self.submission.handoff_to = self.handoff_to
             if self.handoff_from is not None:

@@ -52,6 +52,8 @@ class SubmissionSettings(_Section):
     idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7
     data_timeout: float = 600.0
     max_connections: int = 1000
+    # Sessions from one client address (per process): one client cannot take them all.
+    max_connections_per_client: int = 100
     auth_failure_limit: int = 5
     auth_failure_window: float = 300.0
     max_errors: int = 10

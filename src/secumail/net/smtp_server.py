@@ -512,11 +512,14 @@ class SubmissionServer:
         tls_context: ssl.SSLContext,
         *,
         max_connections: int,
+        max_connections_per_client: int = 0,
     ) -> None:
         self.policy = policy
         self.limits = limits
         self.tls_context = tls_context
         self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client  # 0: no limit
+        self._per_client: dict[str, int] = {}
         self.closing = False
         # Worker processes: the first accepts every connection and hands them out in turn
         # (to itself and over these sockets to the others), so 8 connections make 4 + 4 —
@@ -563,14 +566,27 @@ class SubmissionServer:
             channel.write(Reply(421, "4.7.0", "Too many connections, try again later").render())
             channel.close()
             return
+        client = channel.peer[0]
+        held = self._per_client.get(client, 0)
+        if self.max_connections_per_client and held >= self.max_connections_per_client:
+            log.warning("%s: %d sessions open, refusing another", client, held)
+            channel.write(
+                Reply(421, "4.7.0", "Too many connections from your address, try again later").render()
+            )
+            channel.close()
+            return
         session = SubmissionSession(
             channel, self.policy, self.limits, self.tls_context, implicit_tls=implicit, server=self
         )
         self.sessions.add(session)
+        self._per_client[client] = held + 1
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            left = self._per_client.pop(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
             if not self.sessions:
                 self._drained.set()
 
