@@ -333,6 +333,7 @@ class Gateway:
                 idle_timeout=s.submission.idle_timeout,
                 data_timeout=s.submission.data_timeout,
                 max_errors=s.submission.max_errors,
+                tls_handshake_timeout=s.submission.tls_handshake_timeout,
             )
             self.submission = SubmissionServer(
                 policy,

@@ -94,6 +94,7 @@ class SessionLimits:
     idle_timeout: float
     data_timeout: float
     max_errors: int
+    tls_handshake_timeout: float = 30.0  # implicit TLS and STARTTLS
 
 
 class _Close(Exception):
@@ -238,7 +239,7 @@ class SubmissionSession:
             log.warning(
                 "discarded %d octets pipelined before STARTTLS from %s", discarded, self.ch.peer[0]
             )
-        await self.ch.start_tls(self.tls_context, timeout=30.0)
+        await self.ch.start_tls(self.tls_context, timeout=self.limits.tls_handshake_timeout)
         self.tls = True
         self.helo = None
         self.principal = None
@@ -552,7 +553,7 @@ class SubmissionServer:
                     host or None,
                     port,
                     ssl=self.tls_context if implicit else None,
-                    ssl_handshake_timeout=30.0 if implicit else None,
+                    ssl_handshake_timeout=self.limits.tls_handshake_timeout if implicit else None,
                     backlog=1024,
                     reuse_address=True,
                 )
@@ -627,7 +628,7 @@ class SubmissionServer:
                 lambda: Channel(lambda ch: self._session(ch, implicit)),
                 conn,
                 ssl=self.tls_context if implicit else None,
-                ssl_handshake_timeout=30.0 if implicit else None,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if implicit else None,
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.debug("connection dropped before the session: %s", exc)
