@@ -3,7 +3,8 @@ closed), and a well-behaved customer dialling from another address is measured t
 served meanwhile — it gets its 250 and its message is delivered while the attack runs.
 
 The module's gateway runs with small limits so that the bounds are reached quickly:
-idle 2 s, data 3 s, 4 sessions per client address, 3 recipients, 200 kB, 3 failed logins.
+idle 2 s, data 3 s, TLS handshake 2 s, 4 sessions per client address, 3 recipients,
+200 kB, 3 failed logins.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tests.security.attack import (
 )
 from tests.security.conftest import Site
 
-IDLE, DATA = 2.0, 3.0
+IDLE, DATA, HANDSHAKE = 2.0, 3.0, 2.0
 MAX_SIZE = 200_000
 
 
@@ -45,6 +46,7 @@ def gateway_settings() -> dict[str, Any]:
         "submission__max_recipients": 3,
         "submission__max_message_size": MAX_SIZE,
         "submission__auth_failure_limit": 3,
+        "submission__tls_handshake_timeout": HANDSHAKE,
     }
 
 
@@ -130,6 +132,42 @@ def test_slowloris_in_data_is_cut_off_and_nothing_accepted(listener: str, site: 
     assert reply == (421, "4.4.2 Idle timeout, closing connection")
     assert closed
     assert accepted(site.gw) == before + 1, "only the well-behaved message"
+
+
+HALF_OPEN = {
+    "silent on the implicit-TLS port": ("implicit", b""),
+    "half a ClientHello on the implicit-TLS port": ("implicit", b"\x16\x03\x01\x02\x00\x01"),
+    "silent after STARTTLS": ("starttls", b""),
+    "half a ClientHello after STARTTLS": ("starttls", b"\x16\x03\x01\x02\x00\x01"),
+}
+
+
+@pytest.mark.parametrize(("listener", "partial"), HALF_OPEN.values(), ids=HALF_OPEN.keys())
+def test_unfinished_tls_handshake_is_cut_off(listener: str, partial: bytes, site: Site) -> None:
+    """submission.tls_handshake_timeout bounds a TLS handshake that never finishes."""
+
+    def attack() -> bytes:
+        if listener == "implicit":
+            c = Client(site.gw.tls_port, source=ATTACKER)
+        else:
+            c = connect(site.gw, "starttls", source=ATTACKER)
+            assert c.cmd("EHLO client.test")[0] == 250
+            assert c.cmd("STARTTLS")[0] == 220
+        c.sock.sendall(partial)
+        received = b""
+        while True:  # until the gateway closes; a socket timeout (15 s) fails the test
+            try:
+                chunk = c.sock.recv(4096)
+            except ConnectionResetError:
+                return received
+            if not chunk:
+                return received
+            received += chunk
+
+    running = Background(attack)
+    _good(site)
+    received = running.result()
+    assert b"220" not in received and b"250" not in received, received[:80]
 
 
 # -- long lines, many errors --------------------------------------------------------------
