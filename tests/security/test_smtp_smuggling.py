@@ -120,3 +120,22 @@ def test_dot_stuffed_end_look_alike_is_delivered_as_one_message(listener: str, s
     assert f"\r\n{mark}\r\n.\r\n".encode() in got.data
     assert received_with(mark, site.other) == [], "the text after '.' never became a message"
     assert_clean(got)
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_bdat_is_neither_offered_nor_accepted(listener: str, site: Site) -> None:
+    """CHUNKING (RFC 3030) is another way to frame data: not offered, so BDAT is an
+    unknown command, and its would-be chunk is read as (refused) command lines."""
+    before = accepted(site.gw)
+    mark = marker()
+    s = session(site.gw, listener, site.a)
+    _code, text = s.cmd("EHLO client.test")
+    assert "CHUNKING" not in text.split("\n")
+    assert s.cmd("MAIL FROM:<alice@hospital.test>")[0] == 250
+    assert s.cmd("RCPT TO:<x@clinic.test>")[0] == 250
+    chunk = f"From: alice@hospital.test\r\nSubject: {mark}\r\n\r\nhi\r\n".encode()
+    s.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+    assert s.reply() == (500, "5.5.2 Command not recognised")
+    s.cmd("QUIT")
+    assert accepted(site.gw) == before
+    assert received_with(mark, site.clinic) == []

@@ -10,6 +10,8 @@ would show as the author must be one of A's own domains.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from tests.e2e.world import make_message
@@ -167,3 +169,13 @@ def test_own_domain_in_every_form_is_accepted(headers: str, site: Site) -> None:
     code, text = _submit_headers(site, headers, mark)
     assert (code, text[:5]) == (250, "2.0.0"), text
     assert delivered(site.clinic, mark).rcpt_to == ["x@clinic.test"]
+
+
+def test_authorization_identity_of_another_tenant_is_refused(site: Site) -> None:
+    """AUTH PLAIN with B's username as authorization identity and A's credentials
+    (RFC 4616 §2): logging in as someone else is not offered."""
+    token = f"{site.b.username}\0{site.a.username}\0{site.a.password}"
+    with session(site.gw, "starttls") as s:
+        code, text = s.cmd("AUTH PLAIN " + base64.b64encode(token.encode()).decode())
+        assert (code, text[:5]) == (535, "5.7.8"), text
+        assert s.cmd("MAIL FROM:<bob@bank.test>") == (530, "5.7.0 Authentication required")
