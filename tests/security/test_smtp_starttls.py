@@ -148,6 +148,7 @@ def test_plaintext_on_the_implicit_tls_port_gets_no_smtp(payload: bytes, site: S
     assert b"220" not in received and b"ESMTP" not in received
     healthy = RawSmtp(site.gw.tls_port, implicit_tls=True, ctx=site.gw.client_context())
     assert healthy.reply()[0] == 220
+    healthy.close()
 
 
 @pytest.mark.parametrize("listener", LISTENERS)
@@ -184,6 +185,7 @@ def test_reply_injected_by_a_recipient_mx_after_its_220_is_not_taken(site: Site)
     """The gateway as client: an MX (or a man in the middle before TLS) sends
     `220 Ready` and, in the same packet, a fake reply. Taken for the reply to the EHLO
     inside TLS, it would shift every reply of the session by one."""
+    connections = site.clinic.connections
     site.clinic.script("starttls", "220 2.0.0 Ready to start TLS\n250 injected")
     mark = marker()
     code, text = submit(site.gw, site.a, "x@clinic.test", mark)
@@ -195,3 +197,4 @@ def test_reply_injected_by_a_recipient_mx_after_its_220_is_not_taken(site: Site)
     assert got.rcpt_to == ["x@clinic.test"]
     shown = site.gw.wait_status(message_id, {"delivered"})
     assert "injected" not in str(shown), shown
+    assert site.clinic.connections > connections, "a new connection (and STARTTLS) was made"
