@@ -97,6 +97,8 @@ FROM_HEADER = {
     "two From fields, different case": "From: alice@hospital.test\nFROM: bob@bank.test",
     "From folded into a second From": "From: alice@hospital.test\n From: bob@bank.test",
     "space before the colon": "From : bob@bank.test\nFrom: alice@hospital.test",
+    "field name with a Cyrillic о": "Frоm: bob@bank.test\nFrom: alice@hospital.test",
+    "header section opens with a continuation line": " From: bob@bank.test\nFrom: alice@hospital.test",
     "no From at all": "Sender: alice@hospital.test",
     "unbalanced quote": 'From: "alice@hospital.test <bob@bank.test>',
 }
