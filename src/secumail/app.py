@@ -334,12 +334,14 @@ class Gateway:
                 idle_timeout=s.submission.idle_timeout,
                 data_timeout=s.submission.data_timeout,
                 max_errors=s.submission.max_errors,
+                tls_handshake_timeout=s.submission.tls_handshake_timeout,
             )
             self.submission = SubmissionServer(
                 policy,
                 limits,
                 server_context(s.cert_file, s.key_file),
                 max_connections=s.submission.max_connections,
+                max_connections_per_client=s.submission.max_connections_per_client,
             )
             self.submission.handoff_to = self.handoff_to
             if self.handoff_from is not None:

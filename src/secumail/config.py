@@ -53,7 +53,12 @@ class SubmissionSettings(_Section):
     max_hops: int = Field(default=50, ge=1)
     idle_timeout: float = 300.0  # RFC 5321 §4.5.3.2.7
     data_timeout: float = 600.0
+    # A TLS handshake (implicit TLS, STARTTLS) must finish within this; until it has, the
+    # connection is not yet a session and no session limit counts it.
+    tls_handshake_timeout: float = 30.0
     max_connections: int = 1000
+    # Sessions from one client address (per process): one client cannot take them all.
+    max_connections_per_client: int = 100
     auth_failure_limit: int = 5
     auth_failure_window: float = 300.0
     max_errors: int = 10

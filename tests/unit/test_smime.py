@@ -263,6 +263,17 @@ def test_multipart_without_boundary_is_refused(signer: IssuedCert) -> None:
         sign(message, signer)
 
 
+def test_nesting_past_the_limit_is_refused_not_a_recursion_error(signer: IssuedCert) -> None:
+    depth = 600
+    body = b"--b%d\r\nContent-Type: text/plain\r\n\r\n\xc3\xa9\r\n--b%d--\r\n" % (depth, depth)
+    for level in range(depth - 1, 0, -1):
+        part = b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (level + 1)
+        body = b"--b%d\r\n" % level + part + body + b"--b%d--\r\n" % level
+    message = HEAD + b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n" + body
+    with pytest.raises(SmimeError, match="nested deeper"):
+        sign(message, signer)
+
+
 def test_malformed_header_is_refused(signer: IssuedCert) -> None:
     with pytest.raises(SmimeError, match="header"):
         sign(b" continuation first\r\nFrom: a@x.test\r\n\r\nx\r\n", signer)

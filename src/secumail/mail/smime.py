@@ -45,6 +45,10 @@ _EIGHT_BIT_OR_NUL = re.compile(rb"[\x80-\xff\x00]")
 _LONG_LINE = re.compile(rb"[^\r\n]{999,}")  # RFC 5322 §2.1.1: 998 octets + CRLF
 _PARAM = re.compile(r""";\s*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s"]+)""")
 _IDENTITY_CTE = (b"", b"7bit", b"8bit", b"binary")
+# Nested multiparts and attached messages re-encoded at most this deep: the walk is
+# recursive, and a message nested hundreds deep must fail as SmimeError, not as a
+# RecursionError that crashes the stage on every retry.
+MAX_NESTING = 50
 
 
 class SmimeError(ValueError):
@@ -177,10 +181,14 @@ def _needs_encoding(data: bytes) -> bool:
     return bool(_EIGHT_BIT_OR_NUL.search(data) or _LONG_LINE.search(data))
 
 
-def _seven_bit(fields: list[bytes], body: bytes, default_type: bytes) -> tuple[list[bytes], bytes]:
+def _seven_bit(
+    fields: list[bytes], body: bytes, default_type: bytes, depth: int = 0
+) -> tuple[list[bytes], bytes]:
     """Make an entity's body transport-safe (RFC 8551 §3.1.2), changing as little as can be."""
     if not _needs_encoding(body):
         return fields, body
+    if depth > MAX_NESTING:
+        raise SmimeError(f"MIME structure nested deeper than {MAX_NESTING} levels")
     media, params = _content_type(fields, default_type)
     cte_field = _field(fields, b"content-transfer-encoding")
     cte = _value(cte_field).lower().encode() if cte_field else b""
@@ -190,7 +198,9 @@ def _seven_bit(fields: list[bytes], body: bytes, default_type: bytes) -> tuple[l
         if not boundary:
             raise SmimeError("multipart entity without a boundary parameter")
         child_default = b"message/rfc822" if media == b"multipart/digest" else b"text/plain"
-        return fields, _seven_bit_multipart(body, boundary.encode("latin-1"), child_default)
+        return fields, _seven_bit_multipart(
+            body, boundary.encode("latin-1"), child_default, depth + 1
+        )
 
     if media == b"message/rfc822" and cte in _IDENTITY_CTE:
         # RFC 2046 §5.2.1: message/rfc822 is never encoded itself; its content is.
@@ -198,7 +208,7 @@ def _seven_bit(fields: list[bytes], body: bytes, default_type: bytes) -> tuple[l
         inner_fields, inner_body = _split_entity(body)
         if any(_EIGHT_BIT_OR_NUL.search(f) for f in inner_fields):
             raise SmimeError("an attached message has 8-bit header fields; cannot make it 7-bit")
-        inner_fields, inner_body = _seven_bit(inner_fields, inner_body, b"text/plain")
+        inner_fields, inner_body = _seven_bit(inner_fields, inner_body, b"text/plain", depth + 1)
         return fields, b"".join(inner_fields) + b"\r\n" + inner_body
 
     if cte in _IDENTITY_CTE:
@@ -220,7 +230,7 @@ def _seven_bit(fields: list[bytes], body: bytes, default_type: bytes) -> tuple[l
     return [*kept, header], encoded
 
 
-def _seven_bit_multipart(body: bytes, boundary: bytes, child_default: bytes) -> bytes:
+def _seven_bit_multipart(body: bytes, boundary: bytes, child_default: bytes, depth: int) -> bytes:
     """Re-encode the parts of a multipart body that need it; keep delimiters byte-exact."""
     # RFC 2046 §5.1.1: the CRLF before "--boundary" belongs to the delimiter.
     delimiter = re.compile(rb"(?:\A|\r\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\Z)")
@@ -237,7 +247,7 @@ def _seven_bit_multipart(body: bytes, boundary: bytes, child_default: bytes) -> 
         segment = body[m.end() : end]
         if _needs_encoding(segment):
             part_fields, part_body = _split_entity(segment)
-            part_fields, part_body = _seven_bit(part_fields, part_body, child_default)
+            part_fields, part_body = _seven_bit(part_fields, part_body, child_default, depth)
             segment = b"".join(part_fields) + b"\r\n" + part_body
         out.append(segment)
     return b"".join(out)

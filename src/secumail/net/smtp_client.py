@@ -50,6 +50,11 @@ def _rfc8460_result(message: str) -> str:
     return "validation-failure"
 
 
+def _buffered(reader: asyncio.StreamReader) -> int:
+    """Octets received and not yet read (StreamReader has no public count)."""
+    return len(getattr(reader, "_buffer", b""))
+
+
 def _subject(cert: dict) -> str:
     parts = []
     for rdn in cert.get("subject", ()):
@@ -130,6 +135,15 @@ class SmtpConnection:
             raise InsecureRoute(
                 f"{self.mx} [{self.ip}]: STARTTLS refused: {reply}",
                 rfc8460="starttls-not-supported",
+            )
+        if _buffered(self.reader):
+            # RFC 3207 §4.2 from the client's side (STARTTLS response injection): what the
+            # server sent in clear after its 220 must never be read as a reply inside TLS,
+            # where it would shift every later reply by one (RCPT's 250 taken for DATA's).
+            self.broken = True
+            raise ConnectError(
+                f"{self.mx} [{self.ip}]: data sent in clear after the STARTTLS reply",
+                command="starttls",
             )
         try:
             await self.writer.start_tls(

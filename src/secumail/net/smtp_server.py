@@ -94,6 +94,7 @@ class SessionLimits:
     idle_timeout: float
     data_timeout: float
     max_errors: int
+    tls_handshake_timeout: float = 30.0  # implicit TLS and STARTTLS
 
 
 class _Close(Exception):
@@ -238,7 +239,7 @@ class SubmissionSession:
             log.warning(
                 "discarded %d octets pipelined before STARTTLS from %s", discarded, self.ch.peer[0]
             )
-        await self.ch.start_tls(self.tls_context, timeout=30.0)
+        await self.ch.start_tls(self.tls_context, timeout=self.limits.tls_handshake_timeout)
         self.tls = True
         self.helo = None
         self.principal = None
@@ -514,11 +515,14 @@ class SubmissionServer:
         tls_context: ssl.SSLContext,
         *,
         max_connections: int,
+        max_connections_per_client: int = 0,
     ) -> None:
         self.policy = policy
         self.limits = limits
         self.tls_context = tls_context
         self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client  # 0: no limit
+        self._per_client: dict[str, int] = {}
         self.closing = False
         # Worker processes: the first accepts every connection and hands them out in turn
         # (to itself and over these sockets to the others), so 8 connections make 4 + 4 —
@@ -551,7 +555,7 @@ class SubmissionServer:
                     host or None,
                     port,
                     ssl=self.tls_context if implicit else None,
-                    ssl_handshake_timeout=30.0 if implicit else None,
+                    ssl_handshake_timeout=self.limits.tls_handshake_timeout if implicit else None,
                     backlog=1024,
                     reuse_address=True,
                 )
@@ -565,14 +569,27 @@ class SubmissionServer:
             channel.write(Reply(421, "4.7.0", "Too many connections, try again later").render())
             channel.close()
             return
+        client = channel.peer[0]
+        held = self._per_client.get(client, 0)
+        if self.max_connections_per_client and held >= self.max_connections_per_client:
+            log.warning("%s: %d sessions open, refusing another", client, held)
+            channel.write(
+                Reply(421, "4.7.0", "Too many connections from your address, try again later").render()
+            )
+            channel.close()
+            return
         session = SubmissionSession(
             channel, self.policy, self.limits, self.tls_context, implicit_tls=implicit, server=self
         )
         self.sessions.add(session)
+        self._per_client[client] = held + 1
         try:
             await session.run()
         finally:
             self.sessions.discard(session)
+            left = self._per_client.pop(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
             if not self.sessions:
                 self._drained.set()
 
@@ -613,7 +630,7 @@ class SubmissionServer:
                 lambda: Channel(lambda ch: self._session(ch, implicit)),
                 conn,
                 ssl=self.tls_context if implicit else None,
-                ssl_handshake_timeout=30.0 if implicit else None,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if implicit else None,
             )
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.debug("connection dropped before the session: %s", exc)

@@ -79,9 +79,16 @@ class SignStage:
         rewritten = False
         if account is not None and account.smime and not record.dsn_of and record.header_from:
             material = await self.ctx.smime.material(record.header_from)
-            body = await asyncio.to_thread(
-                smime.sign_message, prefix + body, material.cert, material.key, material.chain
-            )
+            try:
+                body = await asyncio.to_thread(
+                    smime.sign_message, prefix + body, material.cert, material.key, material.chain
+                )
+            except smime.SmimeError as exc:
+                # The message itself is at fault: retrying cannot help (it would fail on
+                # every attempt, and the sender would never hear of it).
+                reason = f"cannot S/MIME-sign the message: {exc}"
+                await self._reject(record, pending, reason, enhanced="5.6.0")
+                return StageResult.reject(reason)
             prefix, rewritten = b"", True
             signed_with["smime"] = format(material.cert.serial_number, "x")
         keys, refusal = await self._dkim_keys(record, account)
@@ -141,13 +148,15 @@ class SignStage:
             f"`secumail domain records {author_domain}` and run `secumail domain verify {author_domain}`"
         )
 
-    async def _reject(self, record: MessageRecord, pending: list, reason: str) -> None:
+    async def _reject(
+        self, record: MessageRecord, pending: list, reason: str, enhanced: str = "5.7.0"
+    ) -> None:
         updates = [
             RecipientUpdate(
                 r.address,
                 RecipientStatus.REJECTED,
-                reply=f"550 5.7.0 {reason}",
-                enhanced="5.7.0",
+                reply=f"550 {enhanced} {reason}",
+                enhanced=enhanced,
                 event={"reason": reason},
             )
             for r in pending
