@@ -335,6 +335,7 @@ class Gateway:
                 data_timeout=s.submission.data_timeout,
                 max_errors=s.submission.max_errors,
                 tls_handshake_timeout=s.submission.tls_handshake_timeout,
+                max_junk_commands=s.submission.max_junk_commands,
             )
             self.submission = SubmissionServer(
                 policy,

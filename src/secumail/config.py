@@ -59,6 +59,7 @@ class SubmissionSettings(_Section):
     max_connections: int = 1000
     # Sessions from one client address (per process): one client cannot take them all.
     max_connections_per_client: int = 100
+    max_junk_commands: int = Field(default=100, ge=1)  # NOOP, RSET, VRFY, HELP per session
     auth_failure_limit: int = 5
     auth_failure_window: float = 300.0
     max_errors: int = 10

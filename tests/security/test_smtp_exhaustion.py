@@ -48,6 +48,7 @@ def gateway_settings() -> dict[str, Any]:
         "submission__max_message_size": MAX_SIZE,
         "submission__auth_failure_limit": 3,
         "submission__tls_handshake_timeout": HANDSHAKE,
+        "submission__max_junk_commands": 20,
     }
 
 
@@ -219,6 +220,22 @@ def test_error_flood_is_cut_off(listener: str, site: Site) -> None:
                 break
         assert (code, text) == (421, "4.7.0 Too many errors, closing connection")
         assert replies[:-1] == [500] * 10
+        assert c.closed()
+
+
+@pytest.mark.parametrize("verb", ["NOOP", "RSET", "VRFY x", "HELP"])
+def test_keep_alive_junk_commands_are_cut_off(verb: str, site: Site) -> None:
+    # A NOOP just inside the idle timeout would otherwise hold a session slot for ever.
+    with session(site.gw, LISTENERS[0], source=ATTACKER) as c:
+        c.send(b"".join(verb.encode() + b"\r\n" for _ in range(30)))
+        replies = []
+        while True:
+            code, text = c.reply()
+            replies.append(code)
+            if code == 421:
+                break
+        assert text == "4.7.0 Too many commands without a message; closing"
+        assert len(replies) == 21 and 421 not in replies[:-1]
         assert c.closed()
 
 

@@ -50,6 +50,10 @@ def normalise_domain(domain: str) -> str:
             raise AddressError(f"invalid domain {domain!r}: {exc}") from exc
     d = d.lower()
     labels = d.split(".")
+    if labels[-1].isdigit():
+        # RFC 3696 §2, RFC 1123 §2.1: a top-level label is never all-numeric; an address
+        # is written as a literal, [127.0.0.1], which Secumail does not deliver to.
+        raise AddressError(f"invalid domain {domain!r}: a host name, not an IP address")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         raise AddressError(f"invalid domain {domain!r}")
     return d

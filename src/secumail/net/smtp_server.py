@@ -95,6 +95,9 @@ class SessionLimits:
     data_timeout: float
     max_errors: int
     tls_handshake_timeout: float = 30.0  # implicit TLS and STARTTLS
+    # NOOP, RSET, VRFY, HELP a session may send (Postfix's smtpd_junk_command_limit): a
+    # keep-alive loop must not hold a connection slot for ever.
+    max_junk_commands: int = 100
 
 
 class _Close(Exception):
@@ -122,6 +125,7 @@ class SubmissionSession:
         self.principal: Principal | None = None
         self.envelope: Envelope | None = None
         self.errors = 0
+        self.junk = 0
         self.in_data = False
         # MAIL was answered "busy" (451): the RCPT and DATA the client pipelined after it
         # (RFC 2920) get 503 without counting as the client's errors — a busy gateway must
@@ -144,6 +148,12 @@ class SubmissionSession:
         self.errors += 1
         if self.errors >= self.limits.max_errors:
             self.send(R.TOO_MANY_ERRORS)
+            raise _Close
+
+    def _junk(self) -> None:
+        self.junk += 1
+        if self.junk > self.limits.max_junk_commands:
+            self.send(Reply(421, "4.7.0", "Too many commands without a message; closing"))
             raise _Close
 
     def _sequence_error(self, reply: Reply) -> None:
@@ -472,11 +482,13 @@ class SubmissionSession:
                     return
 
     async def smtp_RSET(self, arg: str) -> None:
+        self._junk()
         self.envelope = None
         self.busy_refused = False
         self.send(R.OK)
 
     async def smtp_NOOP(self, arg: str) -> None:
+        self._junk()
         self.send(R.OK)
 
     async def smtp_QUIT(self, arg: str) -> None:
@@ -484,9 +496,11 @@ class SubmissionSession:
         raise _Close
 
     async def smtp_VRFY(self, arg: str) -> None:
+        self._junk()
         self.send(Reply(252, "2.5.0", "Cannot VRFY user"))
 
     async def smtp_HELP(self, arg: str) -> None:
+        self._junk()
         self.send(Reply(214, "2.0.0", "See RFC 5321"))
 
 
