@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 
 import pytest
@@ -40,7 +41,7 @@ def test_entries_chain_and_verify(gateway_db: Database) -> None:
     entries = asyncio.run(log.entries())
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0].prev_hash == "0" * 64
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
     report = asyncio.run(log.verify())
     assert report.intact and report.entries == 5
     assert (report.head_seq, report.head_hash) == (5, entries[-1].hash)

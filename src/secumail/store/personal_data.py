@@ -191,11 +191,20 @@ class PersonalData:
 
     # -- access (Art. 15) ------------------------------------------------------------------
     async def export(self, address: str) -> dict[str, list[dict[str, Any]]]:
-        """Every record naming `address`, per table (secrets and sealed keys left out)."""
+        """Every record naming `address`, per table, and the messages sent to it (secrets
+        and sealed keys left out)."""
         address = address.strip().lower()
 
         def op(c: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
             found = self._found(c, address)
+            # The messages the person received, too (who wrote to them, when).
+            have = {r["id"] for r in found["messages"]}
+            received = sorted({r["message_id"] for r in found["recipients"]} - have)
+            if received:
+                found["messages"] += c.execute(
+                    f"SELECT rowid AS _rowid, * FROM messages WHERE id IN ({','.join('?' * len(received))})",  # noqa: S608
+                    received,
+                ).fetchall()
             out: dict[str, list[dict[str, Any]]] = {}
             for spec in PERSONAL_COLUMNS:
                 out[spec.table] = [
@@ -280,6 +289,8 @@ class PersonalData:
                         sets[col] = pseudonym  # the whole subject: the trigger allows only this
                     else:
                         sets[col] = pattern.sub(pseudonym, str(value))
+                if not sets:
+                    continue
                 assignments = ", ".join(f"{col} = ?" for col in sets)
                 c.execute(
                     f"UPDATE {spec.table} SET {assignments} WHERE rowid = ?",  # noqa: S608
