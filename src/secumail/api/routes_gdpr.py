@@ -60,7 +60,7 @@ def _person(text: str) -> str:
     "/v1/gdpr/export",
     response_model=PersonalDataOut,
     tags=["gdpr"],
-    responses=error_responses(401, 403, 422, 429),
+    responses=error_responses(400, 401, 403, 422, 429),
 )
 async def export_person(
     request: Request, body: PersonIn, who: Annotated[Caller, Depends(require(GDPR_SCOPE))]
@@ -82,7 +82,7 @@ async def export_person(
     "/v1/gdpr/erase",
     response_model=ErasureOut,
     tags=["gdpr"],
-    responses=error_responses(401, 403, 409, 422, 429),
+    responses=error_responses(400, 401, 403, 409, 422, 429),
 )
 async def erase_person(
     request: Request, body: PersonIn, who: Annotated[Caller, Depends(require(GDPR_SCOPE))]
