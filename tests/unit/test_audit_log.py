@@ -126,3 +126,11 @@ def test_appends_from_one_batch_stay_in_one_chain(gateway_db: Database) -> None:
     asyncio.run(main())
     report = asyncio.run(log.verify())
     assert report.intact and report.entries == 20
+
+
+def test_listing_filters_by_kind_and_keeps_the_newest(gateway_db: Database) -> None:
+    log = filled(gateway_db, 3)
+    asyncio.run(log.record("smtp:192.0.2.1", AuditKind.LOGIN_REFUSED, "someone"))
+    assert [e.seq for e in asyncio.run(log.entries(limit=2))] == [3, 4]
+    refused = asyncio.run(log.entries(kinds=("login_refused",)))
+    assert [(e.seq, e.actor) for e in refused] == [(4, "smtp:192.0.2.1")]

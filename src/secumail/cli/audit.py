@@ -116,7 +116,7 @@ def add_parser(sub: argparse._SubParsersAction, cmd) -> None:
     c.add_argument(
         "--kind", action="append", choices=[k.value for k in AuditKind], help="repeatable"
     )
-    c.add_argument("--limit", type=int, default=None)
+    c.add_argument("--limit", type=int, default=None, metavar="N", help="only the newest N")
     c = cmd("verify", "check the hash chain (exit 0 only when intact)", audit)
     c.add_argument(
         "--head", default=None, metavar="SEQ:HASH", help="a head noted earlier: it must still be there"

@@ -159,6 +159,7 @@ class AuditLog:
         after_seq: int = 0,
         limit: int | None = None,
     ) -> list[AuditEntry]:
+        """Entries in sequence order; with `limit`, the newest `limit` of them."""
         sql = "SELECT * FROM audit_log WHERE seq > ?"
         args: list[Any] = [after_seq]
         if since is not None:
@@ -167,12 +168,12 @@ class AuditLog:
         if kinds:
             sql += f" AND kind IN ({','.join('?' * len(kinds))})"
             args.extend(kinds)
-        sql += " ORDER BY seq"
+        sql += " ORDER BY seq DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         rows = await self.db.read(lambda c: c.execute(sql, args).fetchall())
-        return [_entry(r) for r in rows]
+        return [_entry(r) for r in reversed(rows)]
 
     async def verify(self, head: tuple[int, str] | None = None) -> ChainReport:
         """Walk the whole chain; it must hold the anchor file's head and `head`, if given."""

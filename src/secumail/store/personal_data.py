@@ -24,6 +24,7 @@ afterwards by the caller. A person with a message still in delivery cannot be er
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -212,7 +213,8 @@ class PersonalData:
                 ]
             return out
 
-        return await self.db.read(op)
+        # Whole-table scans: in a thread, so a gateway serving this keeps serving others.
+        return await asyncio.to_thread(self.db.read_sync, op)
 
     # -- erasure (Art. 17) -----------------------------------------------------------------
     def erase_op(self, address: str, actor: str) -> Callable[[sqlite3.Connection], ErasureReport]:
@@ -302,7 +304,9 @@ class PersonalData:
     async def erase(self, address: str, actor: str) -> ErasureReport:
         """Erase the person in one transaction, record it in the audit log, then fold the
         WAL into the database so the old pages leave the log file too."""
-        report = await self.db.run(self.erase_op(address, actor))
+        # One transaction of whole-table scans: committed from a thread (`run_sync`), so the
+        # event loop of a gateway serving this is not stopped meanwhile.
+        report = await asyncio.to_thread(self.db.run_sync, self.erase_op(address, actor))
         if report.audit is not None:
             self.audit.anchored(report.audit)
         await self.db.checkpoint()
