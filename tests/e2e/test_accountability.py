@@ -134,7 +134,7 @@ def test_gdpr_export_erase_and_purge_through_the_cli(
 
     assert PERSON.encode() in raw_db_bytes(gateway)
     erased = gateway.cli("gdpr", "erase", "--address", PERSON)
-    assert erased["pseudonym"].startswith("erased:")
+    assert erased["pseudonym"].startswith("erased:") and erased["wal_cleared"]
     assert PERSON.encode() not in raw_db_bytes(gateway)
     shown = gateway.message(first)
     assert [r["address"] for r in shown["recipients"]] == [erased["pseudonym"]]
@@ -185,3 +185,9 @@ def test_gdpr_through_the_api_is_for_operators_only(
     erasure = gateway.cli("audit", "list", "--kind", "gdpr_erased")[0]
     assert erasure["actor"].startswith("api:api-ziekenhuis-")
     assert gateway.cli("audit", "verify")["intact"]
+
+
+def test_init_again_records_nothing_new(make_gateway) -> None:
+    gw = make_gateway()
+    gw.cli("init")
+    assert [e["kind"] for e in gw.cli("audit", "list")] == ["keys_created"]

@@ -43,6 +43,9 @@ class ErasureOut(BaseModel):
     removed: dict[str, int]
     pseudonymised: dict[str, int]
     audit_seq: int | None
+    wal_cleared: bool = Field(
+        description="the old pages also left the database's write-ahead log (else retry later)"
+    )
 
 
 def api_actor(who: Caller) -> str:
@@ -100,4 +103,5 @@ async def erase_person(
         removed=report.removed,
         pseudonymised=report.pseudonymised,
         audit_seq=report.audit.seq if report.audit else None,
+        wal_cleared=report.wal_cleared,
     )

@@ -45,16 +45,7 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
     made = initialise(settings)
     services = Services(settings)  # creates the database and its tables
     try:
-        records = asyncio.run(services.keyring.ensure_keys(settings.gateway_domain))
-        if made or records:
-            asyncio.run(
-                record(
-                    services,
-                    AuditKind.KEYS_CREATED,
-                    "gateway",
-                    {"files": made, "gateway_dkim": [r.name for r in records]},
-                )
-            )
+        records = asyncio.run(_ensure_keys(services, settings.gateway_domain, made))
     finally:
         services.close()
     emit(
@@ -79,6 +70,18 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
         ),
     )
     return 0
+
+
+async def _ensure_keys(sv: Services, domain: str, made: list[str]) -> list:
+    """The gateway's own DKIM keys; what `init` created (files, keys) in the audit log."""
+    had = {r.selector for r in await sv.keyring.records(domain)}
+    records = await sv.keyring.ensure_keys(domain)
+    new_dkim = [r.selector for r in records if r.selector not in had]
+    if made or new_dkim:
+        await record(
+            sv, AuditKind.KEYS_CREATED, "gateway", {"files": made, "gateway_dkim": new_dkim}
+        )
+    return records
 
 
 def serve(settings: Settings, roles: set[str], workers: int = 1) -> int:

@@ -40,12 +40,18 @@ async def gdpr_erase(sv: Services, args: argparse.Namespace) -> int:
         "removed": report.removed,
         "pseudonymised": report.pseudonymised,
         "audit_seq": report.audit.seq if report.audit else None,
+        "wal_cleared": report.wal_cleared,
     }
     lines = [f"erased {address}: now {report.pseudonym}"]
     lines += [f"  {t}: {n} removed" for t, n in report.removed.items()]
     lines += [f"  {t}: {n} pseudonymised" for t, n in report.pseudonymised.items()]
     if not (report.removed or report.pseudonymised):
         lines.append("  no records named this address")
+    if not report.wal_cleared:
+        lines.append(
+            "  warning: the WAL file could not be truncated (busy); old pages may stay in it"
+            " until the next checkpoint: run the erasure again to retry"
+        )
     emit(args.json, data, "\n".join(lines))
     return 0
 

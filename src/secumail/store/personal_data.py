@@ -140,6 +140,7 @@ class ErasureReport:
     removed: dict[str, int]  # table -> rows deleted
     pseudonymised: dict[str, int]  # table -> rows changed
     audit: AuditEntry | None = None
+    wal_cleared: bool = False  # the old pages left the WAL file too (checkpoint, truncate)
 
 
 class PersonalData:
@@ -309,8 +310,10 @@ class PersonalData:
         report = await asyncio.to_thread(self.db.run_sync, self.erase_op(address, actor))
         if report.audit is not None:
             self.audit.anchored(report.audit)
-        await self.db.checkpoint()
-        return report
+        cleared = await self.db.checkpoint()
+        return ErasureReport(
+            report.pseudonym, report.removed, report.pseudonymised, report.audit, cleared
+        )
 
 
 def _plain(value: Any) -> Any:
