@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 from secumail.app import Services
-from secumail.cli.audit import record
+from secumail.cli.audit import AuditKind, record
 from secumail.cli.output import emit
 from secumail.errors import ConfigError, EvidenceError, NotFound
 from secumail.pki.evidence import message_sha256, verify_evidence
-from secumail.store.audit_chain import AuditKind
 
 FORMAT = "secumail-evidence/1"
 
