@@ -191,3 +191,22 @@ def test_init_again_records_nothing_new(make_gateway) -> None:
     gw = make_gateway()
     gw.cli("init")
     assert [e["kind"] for e in gw.cli("audit", "list")] == ["keys_created"]
+
+
+def test_the_running_gateway_purges_on_its_own(
+    make_gateway, dns, world: World, sender_mx
+) -> None:
+    gw = make_gateway(gdpr__purge_interval=0.5).start()
+    world.domain("clinic.test")
+    customer = gw.onboard(dns, "Ziekenhuis", "hospital.test")
+    old = delivered_to(gw, customer, PERSON)
+    new = delivered_to(gw, customer, "carol@clinic.test")
+    long_ago = time.time() - 31 * 86400  # past the default 30 days
+    write_db(gw, ("UPDATE messages SET finished_at = ? WHERE id = ?", (long_ago, old)))
+    deadline = time.monotonic() + 20
+    while gw.cli("message", "show", old, check=False) is not None:
+        assert time.monotonic() < deadline, "the gateway did not purge the old message"
+        time.sleep(0.2)
+    assert gw.message(new)["recipients"][0]["status"] == "delivered"
+    purges = gw.cli("audit", "list", "--kind", "retention_purged")
+    assert [(p["actor"], p["detail"]["messages"]) for p in purges] == [("gateway:retention", 1)]

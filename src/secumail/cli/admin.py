@@ -79,7 +79,10 @@ async def _ensure_keys(sv: Services, domain: str, made: list[str]) -> list:
     new_dkim = [r.selector for r in records if r.selector not in had]
     if made or new_dkim:
         await record(
-            sv, AuditKind.KEYS_CREATED, "gateway", {"files": made, "gateway_dkim": new_dkim}
+            sv,
+            AuditKind.KEYS_CREATED,
+            "gateway",
+            {"files": [Path(m).name for m in made], "gateway_dkim": new_dkim},
         )
     return records
 
