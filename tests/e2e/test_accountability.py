@@ -103,12 +103,24 @@ def test_refused_logins_are_in_the_audit_log(gateway: GatewayProcess, customer: 
 
     refused = gateway.cli("audit", "list", "--kind", "login_refused", "--since", "1h")
     smtp = [e for e in refused if e["actor"] == "smtp:127.0.0.1"]
-    assert [(e["subject"], e["detail"]["reason"]) for e in smtp] == [
-        (customer.username, "wrong password")
+    assert [(e["subject"], e["detail"]["reason"], e["detail"]["now_throttled"]) for e in smtp] == [
+        (customer.username, "wrong password", False)
     ]
     api_refusals = {e["subject"]: e for e in refused if e["actor"] == "api:127.0.0.1"}
     assert set(api_refusals) == {client_id, "bearer-token"}
     assert gateway.cli("audit", "verify")["intact"]
+
+
+def test_the_failure_that_closes_the_throttle_says_so(
+    make_gateway, dns, world: World, sender_mx
+) -> None:
+    gw = make_gateway(submission__auth_failure_limit=2).start()
+    who = gw.onboard(dns, "Ziekenhuis", "hospital.test")
+    s = open_session(gw)
+    wrong = Customer(who.account_id, who.name, who.domain, who.username, "nope")
+    assert [s.login(wrong)[0] for _ in range(3)] == [535, 535, 454]
+    refused = gw.cli("audit", "list", "--kind", "login_refused")
+    assert [e["detail"]["now_throttled"] for e in refused] == [False, True]
 
 
 def test_gdpr_export_erase_and_purge_through_the_cli(

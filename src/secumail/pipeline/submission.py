@@ -81,21 +81,26 @@ class SubmissionPolicyImpl:
                 if cred is None
                 else ("wrong password" if usable else "credential revoked or not for SMTP")
             )
-            await self._audit_refusal(username, client_ip, reason)
+            await self._audit_refusal(
+                username, client_ip, reason, self.throttle.blocked(client_ip, username)
+            )
             return AuthOutcome.FAILED, None
         self._auth_cache[token] = time.monotonic()
         return AuthOutcome.OK, Principal(cred.account_id, cred.id, username)
 
-    async def _audit_refusal(self, username: str, client_ip: str, reason: str) -> None:
-        """A refused login in the audit log (a throttled one is only logged: the throttle
-        bounds how many of these a client can cause)."""
+    async def _audit_refusal(
+        self, username: str, client_ip: str, reason: str, now_throttled: bool
+    ) -> None:
+        """A refused login in the audit log, saying whether it makes the throttle close
+        (attempts it then turns away are only logged: it bounds how many of these a
+        client can cause)."""
         if self.audit is None:
             return
         await self.audit.record(
             f"smtp:{client_ip}",
             AuditKind.LOGIN_REFUSED,
             username[:64],
-            {"channel": "smtp", "reason": reason},
+            {"channel": "smtp", "reason": reason, "now_throttled": now_throttled},
         )
 
     async def check_sender(self, principal: Principal, address: Address | None) -> Reply | None:
