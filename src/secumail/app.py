@@ -46,8 +46,12 @@ from secumail.pki.key_source import create_ca, ensure_evidence_key, load_ca, loa
 from secumail.pki.smime_issuer import SmimeIssuer
 from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
 from secumail.spool.master_key import ensure_master_key, load_master_key
+from secumail.store.audit import AuditLog
+from secumail.store.audit_chain import AuditKind
 from secumail.store.database import Database
 from secumail.store.metadata import MetadataStore
+from secumail.store.personal_data import PersonalData
+from secumail.store.retention import MetadataRetention
 from secumail.store.routing import RoutingStore
 from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
@@ -116,6 +120,7 @@ class Services:
         self.signing = SigningStore(self.db)
         self.keyring = DkimKeyring(self.signing, master)
         self._master = master
+        self.audit = AuditLog(self.db, master)
         self.bus = EmbeddedBus(
             self.db,
             bound=settings.bus.queue_bound,
@@ -155,6 +160,23 @@ class Services:
             hostname=s.server.hostname,
             gateway_domain=s.gateway_domain,
         )
+
+    @functools.cached_property
+    def personal_data(self) -> PersonalData:
+        return PersonalData(self.db, self.audit, self._master)
+
+    @functools.cached_property
+    def retention(self) -> MetadataRetention:
+        return MetadataRetention(self.db, self.settings.gdpr.retention_days)
+
+    async def purge_expired(self, actor: str) -> dict:
+        """GDPR retention: remove what is past its period; audited when anything went."""
+        report = await self.retention.purge()
+        if report.total:
+            await self.audit.record(
+                actor, AuditKind.RETENTION_PURGED, "metadata", report.as_detail()
+            )
+        return report.as_detail() | {"by_account": report.by_account}
 
     @functools.cached_property
     def suppressions(self) -> SuppressionStore:
@@ -326,6 +348,7 @@ class Gateway:
                 throttle=AuthThrottle(
                     s.submission.auth_failure_limit, s.submission.auth_failure_window
                 ),
+                audit=sv.audit,
             )
             limits = SessionLimits(
                 hostname=s.server.hostname,
@@ -414,6 +437,7 @@ class Gateway:
             tasks.append(loop.create_task(self._daily_reports(), name="tlsrpt"))
         if self.runners and self.worker == 0:
             tasks.append(loop.create_task(self.services.webhook_dispatcher.run(), name="webhooks"))
+            tasks.append(loop.create_task(self._daily_purge(), name="gdpr-purge"))
         stopper = loop.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -430,6 +454,17 @@ class Gateway:
             except Exception:
                 log.exception("sending TLS reports failed; trying again in an hour")
             await asyncio.sleep(3600)
+
+    async def _daily_purge(self) -> None:
+        """GDPR retention: metadata past its account's period goes, once a day (and at start)."""
+        while True:
+            try:
+                done = await self.services.purge_expired("gateway:retention")
+                if done["messages"]:
+                    log.info("retention purge removed %d finished messages", done["messages"])
+            except Exception:
+                log.exception("the retention purge failed; trying again at the next interval")
+            await asyncio.sleep(self.settings.gdpr.purge_interval)
 
     async def shutdown(self, tasks: list[asyncio.Task]) -> None:
         if self.submission is not None:

@@ -180,6 +180,12 @@ class NotifySettings(_Section):
     sender_local_part: str = "mailer-daemon"
 
 
+class GdprSettings(_Section):
+    # Days the metadata of a finished message is kept (an account may set its own).
+    retention_days: int = Field(default=30, ge=1)
+    purge_interval: float = Field(default=24 * 3600, gt=0)  # seconds between purges
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -197,6 +203,7 @@ class Settings(BaseModel):
     pki: PkiSettings = PkiSettings()
     tlsrpt: TlsRptSettings = TlsRptSettings()
     api: ApiSettings = ApiSettings()
+    gdpr: GdprSettings = GdprSettings()
 
     # Derived locations, all under data_dir unless set.
     @property

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import Request
 
 from secumail.api.problems import ApiProblem
+from secumail.api.refusals import refused_login
 from secumail.api.tokens import (
     SCOPES,
     OidcVerifier,
@@ -103,8 +104,10 @@ async def caller(request: Request) -> Caller:
         else:
             raise TokenError("token from an unknown issuer")
     except TokenError as exc:
+        await refused_login(ctx, request, "bearer-token", str(exc))
         raise _unauthorized(str(exc)) from exc
     except NotFound as exc:
+        await refused_login(ctx, request, "bearer-token", "the token's account does not exist")
         raise _unauthorized("the token's account does not exist") from exc
     wait = ctx.limiter.take(account.id)
     if wait > 0:

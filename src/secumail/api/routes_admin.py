@@ -21,9 +21,11 @@ from secumail.api.models import (
     WebhookOut,
 )
 from secumail.api.problems import ApiProblem, error_responses
+from secumail.api.routes_gdpr import api_actor
 from secumail.errors import ConflictError, NotFound
 from secumail.mail.address import AddressError, normalise_domain, parse_address
 from secumail.pipeline.webhooks import UnsafeTarget, check_target
+from secumail.store.audit_chain import AuditKind
 from secumail.store.records import Domain
 
 router = APIRouter()
@@ -87,6 +89,9 @@ async def add_domain(
         raise ApiProblem(
             409, "domain-taken", "this domain belongs to another account", field="name"
         ) from exc
+    await ctx.services.audit.record(
+        api_actor(who), AuditKind.DOMAIN_ADDED, domain.name, {"account": who.account.id}
+    )
     return await _domain_out(ctx, domain)
 
 
@@ -107,6 +112,12 @@ async def verify_domain(
     ctx: ApiContext = request.app.state.ctx
     domain = await _own_domain(ctx, who, name)
     result = await ctx.services.domains.verify(domain.name)
+    await ctx.services.audit.record(
+        api_actor(who),
+        AuditKind.DOMAIN_VERIFIED,
+        domain.name,
+        {"owned": result.owned, "dkim_published": result.dkim_published},
+    )
     if not (result.owned and result.dkim_published):
         missing = [c["record"] for c in result.checks if not c["ok"]]
         await ctx.services.suppressions.account_event(
@@ -127,6 +138,9 @@ async def delete_domain(
     ctx: ApiContext = request.app.state.ctx
     domain = await _own_domain(ctx, who, name)
     await ctx.services.store.delete_domain(domain.name)
+    await ctx.services.audit.record(
+        api_actor(who), AuditKind.DOMAIN_REMOVED, domain.name, {"account": who.account.id}
+    )
     return Response(status_code=204)
 
 
@@ -183,7 +197,10 @@ async def add_suppression(
     if any(c in body.reason for c in "\r\n\x00"):
         raise ApiProblem(422, "invalid-input", "CR, LF or NUL in reason", field="reason")
     address = _address(body.address)
-    await ctx.services.suppressions.add(who.account.id, address, body.reason, "manual")
+    if await ctx.services.suppressions.add(who.account.id, address, body.reason, "manual"):
+        await ctx.services.audit.record(
+            api_actor(who), AuditKind.SUPPRESSION_ADDED, address, {"account": who.account.id}
+        )
     found = await ctx.services.suppressions.find(who.account.id, address)
     assert found is not None
     return SuppressionOut(
@@ -226,6 +243,9 @@ async def delete_suppression(
     ctx: ApiContext = request.app.state.ctx
     if not await ctx.services.suppressions.remove(who.account.id, _address(address)):
         raise ApiProblem(404, "not-found", f"{address} is not suppressed")
+    await ctx.services.audit.record(
+        api_actor(who), AuditKind.SUPPRESSION_REMOVED, _address(address), {"account": who.account.id}
+    )
     return Response(status_code=204)
 
 
@@ -268,6 +288,9 @@ async def add_webhook(
     hook = await ctx.services.webhooks.create(
         who.account.id, body.url, list(body.events), body.secret
     )
+    await ctx.services.audit.record(
+        api_actor(who), AuditKind.WEBHOOK_ADDED, hook.id, {"account": who.account.id}
+    )
     return WebhookOut(
         id=hook.id,
         url=hook.url,
@@ -284,6 +307,9 @@ async def delete_webhook(
     ctx: ApiContext = request.app.state.ctx
     await _own_hook(ctx, who, hook_id)
     await ctx.services.webhooks.delete(hook_id)
+    await ctx.services.audit.record(
+        api_actor(who), AuditKind.WEBHOOK_REMOVED, hook_id, {"account": who.account.id}
+    )
     return Response(status_code=204)
 
 

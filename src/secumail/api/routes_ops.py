@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from secumail.api.context import ApiContext, Caller, require
 from secumail.api.models import CheckOut, ChecksIn, ChecksOut, TokenOut
 from secumail.api.problems import ApiProblem, error_responses, problem_response
+from secumail.api.refusals import refused_login
 from secumail.api.tokens import SCOPES
 from secumail.pki.passwords import dummy_hash, verify_secret
 
@@ -84,6 +85,7 @@ async def token(request: Request) -> JSONResponse:
     usable = cred is not None and cred.kind == "api" and cred.revoked_at is None
     ok = await asyncio.to_thread(verify_secret, secret, cred.secret_hash if cred else dummy_hash())
     if not (ok and usable and cred is not None):
+        await refused_login(ctx, request, client_id, "unknown client or wrong secret")
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
     allowed = set(cred.scopes or SCOPES)
     asked = set(form.get("scope", "").split()) or allowed

@@ -23,6 +23,7 @@ from secumail.api.body_limit import BodyLimit, body_bound
 from secumail.api.context import ApiContext
 from secumail.api.models import MessageIn
 from secumail.api.routes_admin import router as admin_router
+from secumail.api.routes_gdpr import router as gdpr_router
 from secumail.api.routes_messages import router as messages_router
 from secumail.api.routes_ops import router as ops_router
 from secumail.errors import ConfigError
@@ -67,6 +68,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(ops_router)
     app.include_router(messages_router)
     app.include_router(admin_router)
+    app.include_router(gdpr_router)
 
     def openapi() -> dict[str, Any]:
         # The send endpoint reads its body itself (JSON or MIME); publish its JSON schema.

@@ -15,15 +15,18 @@ import sys
 import time
 from pathlib import Path
 
+from secumail.api.routes_gdpr import OPERATOR_SCOPES
 from secumail.api.tokens import SCOPES
 from secumail.app import Gateway, Services, initialise
-from secumail.cli import check, domains, evidence, routes, tlsrpt
+from secumail.cli import audit, check, domains, evidence, gdpr, routes, tlsrpt
+from secumail.cli.audit import record
 from secumail.cli.output import emit, when
 from secumail.config import Settings
 from secumail.errors import ConfigError, ConflictError, SecumailError
 from secumail.mail.address import AddressError, parse_address
 from secumail.pki.ca import CertificateAuthority
 from secumail.pki.passwords import hash_secret, new_secret
+from secumail.store.audit_chain import AuditKind
 
 log = logging.getLogger("secumail")
 WORKER_ENV = "SECUMAIL_WORKER_INDEX"
@@ -42,7 +45,7 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
     made = initialise(settings)
     services = Services(settings)  # creates the database and its tables
     try:
-        records = asyncio.run(services.keyring.ensure_keys(settings.gateway_domain))
+        records = asyncio.run(_ensure_keys(services, settings.gateway_domain, made))
     finally:
         services.close()
     emit(
@@ -67,6 +70,21 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
         ),
     )
     return 0
+
+
+async def _ensure_keys(sv: Services, domain: str, made: list[str]) -> list:
+    """The gateway's own DKIM keys; what `init` created (files, keys) in the audit log."""
+    had = {r.selector for r in await sv.keyring.records(domain)}
+    records = await sv.keyring.ensure_keys(domain)
+    new_dkim = [r.selector for r in records if r.selector not in had]
+    if made or new_dkim:
+        await record(
+            sv,
+            AuditKind.KEYS_CREATED,
+            "gateway",
+            {"files": [Path(m).name for m in made], "gateway_dkim": new_dkim},
+        )
+    return records
 
 
 def serve(settings: Settings, roles: set[str], workers: int = 1) -> int:
@@ -157,6 +175,12 @@ async def account_create(sv: Services, args: argparse.Namespace) -> int:
     account = await sv.store.create_account(
         args.name, locale=args.locale, notify_address=notify, store_subject=args.store_subject
     )
+    await record(
+        sv,
+        AuditKind.ACCOUNT_CREATED,
+        account.id,
+        {"name": account.name, "locale": account.locale, "store_subject": account.store_subject},
+    )
     emit(
         args.json,
         account,
@@ -176,6 +200,8 @@ async def account_update(sv: Services, args: argparse.Namespace) -> int:
             notify = str(parse_address(args.notify))
         except AddressError as exc:
             raise ConfigError(f"--notify: {exc}") from exc
+    if args.retention_days is not None and args.retention_days < 1:
+        raise ConfigError("--retention-days: at least 1")
     account = await sv.store.update_account(
         args.name,
         locale=args.locale,
@@ -184,6 +210,27 @@ async def account_update(sv: Services, args: argparse.Namespace) -> int:
         smime=_on_off(args.smime),
         gateway_dkim=_on_off(args.gateway_dkim),
         allow_relaxed_tls=_on_off(args.relaxed_tls),
+        retention_days=args.retention_days,
+    )
+    changes = {
+        "locale": args.locale,
+        "notify_address": "changed" if notify else None,  # the address itself: never in details
+        "store_subject": args.store_subject,
+        "smime": args.smime,
+        "gateway_dkim": args.gateway_dkim,
+        "relaxed_tls": args.relaxed_tls,
+        "retention_days": args.retention_days,
+    }
+    await record(
+        sv,
+        AuditKind.ACCOUNT_UPDATED,
+        account.id,
+        {k: v for k, v in changes.items() if v is not None},
+    )
+    retention = (
+        f"{account.retention_days} days"
+        if account.retention_days
+        else f"{sv.settings.gdpr.retention_days} days (default)"
     )
     emit(
         args.json,
@@ -191,7 +238,8 @@ async def account_update(sv: Services, args: argparse.Namespace) -> int:
         f"account {account.name}: locale {account.locale}, notify {account.notify_address or '-'}, "
         f"S/MIME {'on' if account.smime else 'off'}, gateway DKIM {'on' if account.gateway_dkim else 'off'}, "
         f"subjects {'stored' if account.store_subject else 'not stored'}, "
-        f"relaxed TLS {'ALLOWED' if account.allow_relaxed_tls else 'never'}",
+        f"relaxed TLS {'ALLOWED' if account.allow_relaxed_tls else 'never'}, "
+        f"metadata kept {retention}",
     )
     return 0
 
@@ -214,6 +262,12 @@ async def ca_import_root(sv: Services, args: argparse.Namespace) -> int:
         await sv.signing.forget_smime_certs()  # issued under the old CA: issue anew
     ca = CertificateAuthority.import_root(ca_dir, cert_pem, key_pem)
     subject = ca.root.subject.rfc4514_string()
+    await record(
+        sv,
+        AuditKind.CA_IMPORTED,
+        "ca",
+        {"root_subject": subject.replace("@", "(at)"), "replaced": bool(args.replace)},
+    )
     emit(
         args.json,
         {"root_subject": subject, "directory": str(ca_dir)},
@@ -238,12 +292,19 @@ async def credential_create(sv: Services, args: argparse.Namespace) -> int:
     password = new_secret()
     secret_hash = await asyncio.to_thread(hash_secret, password)
     if args.kind == "api":
-        scopes = tuple(args.scope or SCOPES)
-        unknown = set(scopes) - set(SCOPES)
+        scopes = tuple(args.scope or SCOPES)  # operator scopes only when asked for by name
+        known = (*SCOPES, *OPERATOR_SCOPES)
+        unknown = set(scopes) - set(known)
         if unknown:
-            raise ConfigError(f"unknown scopes {sorted(unknown)}; known: {', '.join(SCOPES)}")
+            raise ConfigError(f"unknown scopes {sorted(unknown)}; known: {', '.join(known)}")
         client_id = f"api-{stem}-{secrets.token_hex(4)}"
         cred = await sv.store.create_credential(account.id, "api", client_id, secret_hash, scopes)
+        await record(
+            sv,
+            AuditKind.CREDENTIAL_CREATED,
+            cred.id,
+            {"account": account.id, "kind": "api", "client_id": client_id, "scopes": list(scopes)},
+        )
         emit(
             args.json,
             {
@@ -261,6 +322,12 @@ async def credential_create(sv: Services, args: argparse.Namespace) -> int:
         return 0
     username = f"{stem}-{secrets.token_hex(4)}"
     cred = await sv.store.create_credential(account.id, args.kind, username, secret_hash)
+    await record(
+        sv,
+        AuditKind.CREDENTIAL_CREATED,
+        cred.id,
+        {"account": account.id, "kind": cred.kind, "username": username},
+    )
     emit(
         args.json,
         {
@@ -279,6 +346,9 @@ async def credential_create(sv: Services, args: argparse.Namespace) -> int:
 
 async def credential_revoke(sv: Services, args: argparse.Namespace) -> int:
     cred = await sv.store.revoke_credential(args.id)
+    await record(
+        sv, AuditKind.CREDENTIAL_REVOKED, cred.id, {"account": cred.account_id, "kind": cred.kind}
+    )
     emit(args.json, {"id": cred.id, "revoked_at": cred.revoked_at}, f"credential {cred.id} revoked")
     return 0
 
@@ -356,6 +426,8 @@ COMMANDS = {
     **check.COMMANDS,
     **tlsrpt.COMMANDS,
     **evidence.COMMANDS,
+    **audit.COMMANDS,
+    **gdpr.COMMANDS,
     ("credential", "create"): credential_create,
     ("credential", "revoke"): credential_revoke,
     ("credential", "list"): credential_list,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 
 from secumail.app import Services
+from secumail.cli.audit import record
 from secumail.cli.output import emit, when
 from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
+from secumail.store.audit_chain import AuditKind
 
 
 def _domain_arg(text: str) -> str:
@@ -31,6 +33,7 @@ async def domain_add(sv: Services, args: argparse.Namespace) -> int:
     account = await sv.store.get_account(args.account)
     name = _domain_arg(args.domain)
     domain, records = await sv.domains.add(account.id, name)
+    await record(sv, AuditKind.DOMAIN_ADDED, name, {"account": account.id})
     emit(
         args.json,
         {"domain": name, "account": account.id, "verified": domain.verified, "records": records},
@@ -60,6 +63,12 @@ async def domain_records(sv: Services, args: argparse.Namespace) -> int:
 async def domain_verify(sv: Services, args: argparse.Namespace) -> int:
     """Ownership TXT (required to send) and each DKIM key (required to be signed with)."""
     result = await sv.domains.verify(_domain_arg(args.domain))
+    await record(
+        sv,
+        AuditKind.DOMAIN_VERIFIED,
+        result.domain,
+        {"owned": result.owned, "dkim_published": result.dkim_published},
+    )
     lines = [
         f"{'✓' if c['ok'] else '✗'} {c['what']}: {c['record']}"
         + ("" if c["ok"] else f' should be "{c["expected"]}", found {c["found"] or "nothing"}')
@@ -102,6 +111,7 @@ async def domain_list(sv: Services, args: argparse.Namespace) -> int:
 async def domain_rotate_dkim(sv: Services, args: argparse.Namespace) -> int:
     name = _domain_arg(args.domain)
     made = await sv.keyring.create_keys(name)
+    await record(sv, AuditKind.DKIM_ROTATED, name, {"selectors": [r.selector for r in made]})
     records = [
         {
             "name": r.name,
@@ -126,6 +136,7 @@ async def domain_retire_dkim(sv: Services, args: argparse.Namespace) -> int:
     name = _domain_arg(args.domain)
     if not await sv.keyring.retire(name, args.selector):
         raise NotFound(f"no DKIM key {args.selector} for {name}")
+    await record(sv, AuditKind.DKIM_RETIRED, name, {"selector": args.selector})
     emit(
         args.json,
         {"domain": name, "retired": args.selector},

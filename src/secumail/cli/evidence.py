@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from secumail.app import Services
+from secumail.cli.audit import AuditKind, record
 from secumail.cli.output import emit
 from secumail.errors import ConfigError, EvidenceError, NotFound
 from secumail.pki.evidence import message_sha256, verify_entry, verify_evidence
@@ -21,6 +22,12 @@ async def evidence_export(sv: Services, args: argparse.Namespace) -> int:
         who = f" for {args.recipient}" if args.recipient else ""
         raise NotFound(f"no delivery evidence for message {args.id}{who} (nothing delivered yet?)")
     jwk = sv.evidence_key.public_jwk()
+    await record(
+        sv,
+        AuditKind.EVIDENCE_EXPORTED,
+        args.recipient or args.id,
+        {"message": args.id, "recipients": len(rows)},
+    )
     doc = {
         "format": FORMAT,
         "public_key": jwk,

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from secumail import __version__
-from secumail.cli import admin, check, routes, tlsrpt
+from secumail.cli import admin, audit, check, gdpr, routes, tlsrpt
 from secumail.cli.logs import configure_logging
 from secumail.config import DEFAULT_CONFIG, Settings, load_settings
 from secumail.errors import SecumailError
@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=["on", "off"],
         default=None,
         help="honour 'TLS-Required: No' (RFC 8689): deliver below verified TLS when a message asks (logged)",
+    )
+    c.add_argument(
+        "--retention-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="keep finished messages' metadata N days (default: gdpr.retention_days, 30)",
     )
 
     domain = sub.add_parser("domain", help="sender domains").add_subparsers(
@@ -144,6 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     routes.add_parsers(sub, cmd)
     check.add_parser(sub, cmd)
     tlsrpt.add_parser(sub, cmd)
+    audit.add_parser(sub, cmd)
+    gdpr.add_parser(sub, cmd)
 
     cmd("queue", "queue depth per stage")
     return p

@@ -8,10 +8,12 @@ import logging
 import time
 
 from secumail.app import Services
+from secumail.cli.audit import record
 from secumail.cli.output import emit, when
 from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
 from secumail.mail.secure_route import TLS_VERSIONS, Level, TlsStrategy
+from secumail.store.audit_chain import AuditKind
 from secumail.store.routing import RoutingStore, TlsPolicyRow
 
 log = logging.getLogger("secumail.policy")
@@ -57,6 +59,12 @@ async def policy_set(sv: Services, args: argparse.Namespace) -> int:
         time.time(),
     )
     await routing.put_tls_policy(row)
+    await record(
+        sv,
+        AuditKind.POLICY_SET,
+        f"{scope}:{name}",
+        {"dane": row.dane, "mta_sts": row.mta_sts, "starttls": row.starttls, "min_tls": row.min_tls},
+    )
     if strategy.relaxes:
         log.warning("TLS policy for %s %s relaxes STARTTLS to %s", scope, name, strategy.starttls)
     note = (
@@ -94,6 +102,7 @@ async def policy_delete(sv: Services, args: argparse.Namespace) -> int:
         name = (await sv.store.get_account(name)).id
     if not await RoutingStore(sv.db).delete_tls_policy(scope, name):
         raise NotFound(f"no TLS policy for {scope} {name}")
+    await record(sv, AuditKind.POLICY_REMOVED, f"{scope}:{name}")
     emit(args.json, {"deleted": [scope, name]}, f"TLS policy for {scope} {name} deleted")
     return 0
 
@@ -115,6 +124,9 @@ async def route_forget(sv: Services, args: argparse.Namespace) -> int:
     if args.mta_sts:
         await routing.forget_sts_policy(domain)
     log.warning("operator cleared the route memory of %s", domain)
+    await record(
+        sv, AuditKind.ROUTE_FORGOTTEN, domain, {"memory": forgot, "mta_sts": args.mta_sts}
+    )
     emit(
         args.json,
         {"domain": domain, "forgotten": forgot, "mta_sts_forgotten": args.mta_sts},

@@ -26,6 +26,8 @@ from secumail.pipeline.acceptance import MessageAcceptor, Refusal, Submission
 from secumail.pipeline.auth_throttle import AuthThrottle
 from secumail.pipeline.ttl_cache import TtlCache
 from secumail.pki.passwords import dummy_hash, verify_secret
+from secumail.store.audit import AuditLog
+from secumail.store.audit_chain import AuditKind
 from secumail.store.metadata import MetadataStore
 from secumail.store.records import Account
 
@@ -38,9 +40,15 @@ ACCOUNT_CACHE_TTL = 1.0
 
 class SubmissionPolicyImpl:
     def __init__(
-        self, store: MetadataStore, acceptor: MessageAcceptor, *, throttle: AuthThrottle
+        self,
+        store: MetadataStore,
+        acceptor: MessageAcceptor,
+        *,
+        throttle: AuthThrottle,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store = store
+        self.audit = audit
         self.acceptor = acceptor
         self.throttle = throttle
         self._key = secrets.token_bytes(32)
@@ -68,9 +76,32 @@ class SubmissionPolicyImpl:
         if not ok or cred is None:
             self.throttle.failed(client_ip, username)
             log.warning("auth failed for %s from %s", username[:64], client_ip)
+            reason = (
+                "unknown user"
+                if cred is None
+                else ("wrong password" if usable else "credential revoked or not for SMTP")
+            )
+            await self._audit_refusal(
+                username, client_ip, reason, self.throttle.blocked(client_ip, username)
+            )
             return AuthOutcome.FAILED, None
         self._auth_cache[token] = time.monotonic()
         return AuthOutcome.OK, Principal(cred.account_id, cred.id, username)
+
+    async def _audit_refusal(
+        self, username: str, client_ip: str, reason: str, now_throttled: bool
+    ) -> None:
+        """A refused login in the audit log, saying whether it makes the throttle close
+        (attempts it then turns away are only logged: it bounds how many of these a
+        client can cause)."""
+        if self.audit is None:
+            return
+        await self.audit.record(
+            f"smtp:{client_ip}",
+            AuditKind.LOGIN_REFUSED,
+            username[:64],
+            {"channel": "smtp", "reason": reason, "now_throttled": now_throttled},
+        )
 
     async def check_sender(self, principal: Principal, address: Address | None) -> Reply | None:
         try:

@@ -366,18 +366,28 @@ class Database:
             except sqlite3.Error as exc:
                 log.warning("WAL checkpoint of %s failed: %s", self.path, exc)
 
-    async def checkpoint(self) -> None:
-        """Fold the WAL into the database so deleted secrets leave the log file too."""
+    async def checkpoint(self, attempts: int = 50) -> bool:
+        """Fold the WAL into the database and truncate it, so deleted secrets leave the
+        log file too. Another process's checkpoint running at the same moment makes one
+        fail at once (SQLITE_BUSY): tried again, `attempts` times 0.1 s apart. True when
+        the WAL was emptied."""
         await self.run(lambda c: None)
-        await asyncio.to_thread(self._checkpoint, "TRUNCATE")
+        for _ in range(attempts):
+            if await asyncio.to_thread(self._checkpoint, "TRUNCATE"):
+                return True
+            await asyncio.sleep(0.1)
+        log.warning("could not truncate the WAL of %s: it is busy", self.path)
+        return False
 
-    def _checkpoint(self, mode: str) -> None:
+    def _checkpoint(self, mode: str) -> bool:
+        """True when every frame was checkpointed (not busy)."""
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=10000")
-            conn.execute(f"PRAGMA wal_checkpoint({mode})")
+            busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
         finally:
             conn.close()
+        return busy == 0
 
 
 def _fail(conn: sqlite3.Connection | None, batch: list[Pending], exc: BaseException) -> None:

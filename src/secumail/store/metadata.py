@@ -45,6 +45,7 @@ def _account(row: sqlite3.Row) -> Account:
         smime=bool(row["smime"]),
         gateway_dkim=bool(row["gateway_dkim"]),
         allow_relaxed_tls=bool(row["allow_relaxed_tls"]),
+        retention_days=row["retention_days"],
     )
 
 
@@ -100,7 +101,7 @@ class MetadataStore:
 
     async def update_account(self, key: str, **changes: object) -> Account:
         """Change settings of an account: locale, notify_address, store_subject, smime,
-        gateway_dkim (None values are left alone)."""
+        gateway_dkim, allow_relaxed_tls, retention_days (None values are left alone)."""
         allowed = {
             "locale",
             "notify_address",
@@ -108,6 +109,7 @@ class MetadataStore:
             "smime",
             "gateway_dkim",
             "allow_relaxed_tls",
+            "retention_days",
         }
         sets = {k: v for k, v in changes.items() if v is not None}
         if not set(sets) <= allowed:

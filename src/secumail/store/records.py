@@ -20,6 +20,8 @@ class Account:
     # Honour "TLS-Required: No" (RFC 8689 §4.2.1) and relaxed TLS strategies: off by default;
     # every delivery below verified TLS is logged and marked in the metadata.
     allow_relaxed_tls: bool = False
+    # GDPR: days the metadata of finished messages is kept (None: the gateway's default).
+    retention_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,4 +211,29 @@ SCHEMA: list[str] = [
         name TEXT PRIMARY KEY,
         position INTEGER NOT NULL
     )""",
+    # Accountability (store/audit.py): the hash-chained audit log. Append-only: the
+    # triggers refuse deletes and every update but a GDPR erasure's pseudonymised subject.
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        seq INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        subject_digest TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_log_by_time ON audit_log(at)",
+    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_log_only_erase BEFORE UPDATE ON audit_log
+    WHEN NEW.subject NOT LIKE 'erased:%' OR NEW.seq IS NOT OLD.seq OR NEW.at IS NOT OLD.at
+        OR NEW.actor IS NOT OLD.actor OR NEW.kind IS NOT OLD.kind
+        OR NEW.subject_digest IS NOT OLD.subject_digest OR NEW.detail IS NOT OLD.detail
+        OR NEW.prev_hash IS NOT OLD.prev_hash OR NEW.hash IS NOT OLD.hash
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    # GDPR (store/retention.py): days an account's finished messages' metadata is kept
+    # (NULL: the gateway's gdpr.retention_days).
+    "ALTER TABLE accounts ADD COLUMN retention_days INTEGER",
 ]
