@@ -237,6 +237,13 @@ class Services:
             port_override=s.api.webhooks_port,
         )
 
+    @functools.cached_property
+    def auth_throttle(self) -> AuthThrottle:
+        """Failed logins of this process, SMTP AUTH and the API's token endpoint together:
+        guessing through both doors costs one budget."""
+        s = self.settings.submission
+        return AuthThrottle(s.auth_failure_limit, s.auth_failure_window)
+
     def api_context(self) -> ApiContext:
         s = self.settings
         issuer = TokenIssuer(s.api_key_file, f"https://{s.server.hostname}", ttl=s.api.token_ttl)
@@ -249,7 +256,14 @@ class Services:
                 s.api.oidc.account_claim,
                 self._jwks_fetcher(s.api.oidc.jwks_url),
             )
-        return ApiContext(s, self, issuer, oidc, RateLimiter(s.api.rate_limit_per_minute))
+        return ApiContext(
+            s,
+            self,
+            issuer,
+            oidc,
+            RateLimiter(s.api.rate_limit_per_minute),
+            throttle=self.auth_throttle,
+        )
 
     def _jwks_fetcher(self, url: str):
         ctx = verifying_client_context(self.settings.tls.trust_file)
@@ -345,9 +359,7 @@ class Gateway:
             policy = SubmissionPolicyImpl(
                 sv.store,
                 sv.acceptor,
-                throttle=AuthThrottle(
-                    s.submission.auth_failure_limit, s.submission.auth_failure_window
-                ),
+                throttle=sv.auth_throttle,
                 audit=sv.audit,
             )
             limits = SessionLimits(

@@ -23,6 +23,7 @@ from secumail.api.tokens import (
 )
 from secumail.config import Settings
 from secumail.errors import NotFound
+from secumail.pipeline.auth_throttle import AuthThrottle
 from secumail.store.records import Account
 
 
@@ -53,6 +54,7 @@ class ApiContext:
     oidc: OidcVerifier | None
     limiter: RateLimiter
     counters: dict[str, int] = field(default_factory=dict)
+    throttle: AuthThrottle | None = None  # failed logins, shared with SMTP AUTH
 
 
 @dataclass(frozen=True)

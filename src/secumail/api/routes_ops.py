@@ -58,7 +58,7 @@ def _oauth_error(status: int, error: str, detail: str) -> JSONResponse:
     response_model=TokenOut,
     tags=["auth"],
     openapi_extra=TOKEN_BODY,
-    responses=error_responses(400, 401),
+    responses=error_responses(400, 401, 413, 429),
 )
 async def token(request: Request) -> JSONResponse:
     ctx: ApiContext = request.app.state.ctx
@@ -81,10 +81,23 @@ async def token(request: Request) -> JSONResponse:
             client_id, _, secret = base64.b64decode(auth[6:], validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError, ValueError):
             return _oauth_error(401, "invalid_client", "malformed Basic credentials")
+    ip = request.client.host if request.client else "unknown"
+    throttle = ctx.throttle
+    if throttle is not None and throttle.blocked(ip, client_id):
+        # Checked before the slow hash: a guesser costs no scrypt once throttled.
+        await refused_login(ctx, request, client_id, "throttled after failed logins")
+        return problem_response(
+            429,
+            "too-many-failures",
+            "too many failed logins from this address or for this client; try again later",
+            headers={"Retry-After": str(int(ctx.settings.submission.auth_failure_window))},
+        )
     cred = await ctx.services.store.credential_by_username(client_id) if client_id else None
     usable = cred is not None and cred.kind == "api" and cred.revoked_at is None
     ok = await asyncio.to_thread(verify_secret, secret, cred.secret_hash if cred else dummy_hash())
     if not (ok and usable and cred is not None):
+        if throttle is not None:
+            throttle.failed(ip, client_id)
         await refused_login(ctx, request, client_id, "unknown client or wrong secret")
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
     allowed = set(cred.scopes or SCOPES)
