@@ -22,30 +22,8 @@ from secumail.mail.encoded_words import has_control
 from secumail.mail.headers import HeaderError, mailbox_of, parse_header_section
 
 _FIELD_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]{1,76}$")
-# Fields the structured form sets itself, and trace/security fields nobody may set.
-_RESERVED = {
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "reply-to",
-    "subject",
-    "date",
-    "message-id",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
-    "received",
-    "return-path",
-    "dkim-signature",
-    "arc-seal",
-    "arc-message-signature",
-    "arc-authentication-results",
-    "authentication-results",
-    "sender",
-}
-
-
+# Fields the structured form sets itself: the generated header section holds these (each
+# once) and the caller's extra headers, nothing else.
 _STRUCTURED = {
     "from",
     "to",
@@ -57,6 +35,18 @@ _STRUCTURED = {
     "mime-version",
     "content-type",
     "content-transfer-encoding",
+}
+# ... and with the trace/security fields nobody may set as an extra header.
+_RESERVED = _STRUCTURED | {
+    "bcc",
+    "received",
+    "return-path",
+    "dkim-signature",
+    "arc-seal",
+    "arc-message-signature",
+    "arc-authentication-results",
+    "authentication-results",
+    "sender",
 }
 
 
