@@ -178,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init":
             return admin.init(settings, config_path, args.json, DEFAULT_CONFIG)
         return asyncio.run(admin.dispatch(settings, args))
+    except BrokenPipeError:
+        # The reader went away (`… | head`): the command's work is done; no traceback,
+        # and nothing more is written to the closed pipe at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except SecumailError as exc:
         logging.getLogger("secumail").debug("command failed", exc_info=True)
         print(f"secumail: {exc}", file=sys.stderr)
