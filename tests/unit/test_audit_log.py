@@ -94,8 +94,19 @@ def test_a_noted_head_must_still_be_in_the_chain(gateway_db: Database) -> None:
     assert asyncio.run(log.verify((head.seq, "f" * 64))).broken_seq == head.seq
     log.anchor.path.unlink()  # the anchor file went too: the noted head still tells
     tamper(gateway_db, "DELETE FROM audit_log WHERE seq = 3")
-    assert asyncio.run(log.verify()).intact
     assert asyncio.run(log.verify((head.seq, head.hash))).broken_seq == 3
+
+
+def test_a_missing_or_garbled_anchor_is_reported(gateway_db: Database) -> None:
+    log = filled(gateway_db, 3)
+    assert asyncio.run(log.verify()).intact
+    log.anchor.path.write_text("garbage\n")
+    report = asyncio.run(log.verify())
+    assert report.broken_seq == 3 and "unreadable" in (report.reason or "")
+    log.anchor.path.unlink()
+    tamper(gateway_db, "DELETE FROM audit_log WHERE seq = 3")
+    report = asyncio.run(log.verify())
+    assert report.broken_seq == 2 and "missing" in (report.reason or "")
 
 
 def test_the_table_refuses_deletes_and_changes(gateway_db: Database) -> None:

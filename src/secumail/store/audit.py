@@ -16,6 +16,7 @@ elsewhere (`audit verify --head SEQ:HASH` checks against it).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import hmac
@@ -177,10 +178,22 @@ class AuditLog:
 
     async def verify(self, head: tuple[int, str] | None = None) -> ChainReport:
         """Walk the whole chain; it must hold the anchor file's head and `head`, if given."""
-        anchors = [a for a in (self.anchor.read(), head) if a is not None]
+        anchored = self.anchor.read()
+        anchors = [a for a in (anchored, head) if a is not None]
 
         def op(c: sqlite3.Connection) -> ChainReport:
             rows = (_entry(r) for r in c.execute("SELECT * FROM audit_log ORDER BY seq"))
             return check_chain(rows, self._key, anchors)
 
-        return await self.db.read(op)
+        report = await self.db.read(op)
+        if report.intact and report.entries and anchored in (None, (0, "")):
+            # Entries exist, so the anchor was written: gone or garbled, it was touched, and
+            # the deletion of the newest entries can no longer be ruled out.
+            state = "missing" if anchored is None else "unreadable"
+            return dataclasses.replace(
+                report,
+                broken_seq=report.head_seq,
+                reason=f"the anchor file {self.anchor.path.name} is {state}: entries after "
+                f"{report.head_seq} may have been deleted (compare with a noted head)",
+            )
+        return report
