@@ -16,6 +16,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from secumail.api.context import ApiContext, RateLimiter
 from secumail.api.server import ApiServer, create_app
 from secumail.api.tokens import OidcVerifier, TokenError, TokenIssuer, jwks_from
@@ -142,8 +145,24 @@ class Services:
 
     @functools.cached_property
     def smime(self) -> SmimeIssuer:
+        async def issued(address: str, cert: x509.Certificate) -> None:
+            await self.audit.record(
+                "gateway:smime",
+                AuditKind.SMIME_ISSUED,
+                address,
+                {
+                    "serial": format(cert.serial_number, "x"),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                    "sha256": cert.fingerprint(hashes.SHA256()).hex(),
+                },
+            )
+
         return SmimeIssuer(
-            self.ca, self.signing, self._master, days=self.settings.signing.smime_validity_days
+            self.ca,
+            self.signing,
+            self._master,
+            days=self.settings.signing.smime_validity_days,
+            on_issued=issued,
         )
 
     @functools.cached_property

@@ -205,6 +205,10 @@ def test_smime_signed_message_verifies_with_openssl_against_the_exported_root(
         ["openssl", "pkcs7", "-print_certs", "-noout"], input=signer.stdout, capture_output=True
     )
     assert b"alice@hospital.test" in certs.stdout
+    # Our CA issued a certificate: a key event in the audit log, with its fingerprint.
+    issued = gateway.cli("audit", "list", "--kind", "smime_issued")
+    assert [e["subject"] for e in issued] == ["alice@hospital.test"], issued
+    assert len(issued[0]["detail"]["sha256"]) == 64
     (tmp_path / "tampered.eml").write_bytes(got.replace(b"this is private.", b"this is privatE."))
     bad = subprocess.run(
         [

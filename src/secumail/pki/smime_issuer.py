@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -31,9 +32,16 @@ class SigningMaterial:
 
 class SmimeIssuer:
     def __init__(
-        self, ca: CertificateAuthority, store: SigningStore, master_key: bytes, *, days: int = 30
+        self,
+        ca: CertificateAuthority,
+        store: SigningStore,
+        master_key: bytes,
+        *,
+        days: int = 30,
+        on_issued: Callable[[str, x509.Certificate], Awaitable[None]] | None = None,
     ) -> None:
         self.ca = ca
+        self.on_issued = on_issued  # e.g. the audit log: a certificate of our CA was issued
         self.store = store
         self.days = days
         self._master = master_key
@@ -70,6 +78,8 @@ class SmimeIssuer:
             )
             material = SigningMaterial(issued.cert, issued.key, issued.chain)
             self._cache[address] = material
+            if self.on_issued is not None:
+                await self.on_issued(address, issued.cert)
             return material
 
     def _open(self, row: SmimeCertRow) -> SigningMaterial:

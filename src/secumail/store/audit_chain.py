@@ -44,6 +44,7 @@ class AuditKind(StrEnum):
     POLICY_REMOVED = "policy_removed"
     ROUTE_FORGOTTEN = "route_forgotten"
     CA_IMPORTED = "ca_imported"
+    SMIME_ISSUED = "smime_issued"
     SUPPRESSION_ADDED = "suppression_added"
     SUPPRESSION_REMOVED = "suppression_removed"
     WEBHOOK_ADDED = "webhook_added"
