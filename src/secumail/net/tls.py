@@ -98,6 +98,11 @@ def ensure_gateway_certificate(cert_file: Path, key_file: Path, hostname: str) -
     sans: list[x509.GeneralName] = [x509.DNSName(hostname)]
     with contextlib.suppress(ValueError):
         sans = [x509.IPAddress(ipaddress.ip_address(hostname))]
+    # The self-signed default also names this machine's loopback, so the quick start
+    # (`curl --cacert var/tls/gateway.crt https://localhost:8443/…`) verifies as written.
+    for local in (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
+        if local not in sans:
+            sans.append(local)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
