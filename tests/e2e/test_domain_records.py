@@ -51,6 +51,8 @@ def test_zone_file_lines_published_as_printed_verify_the_domain(
 
 def test_a_private_gateway_host_name_is_warned_about_loudly(make_gateway) -> None:
     gw = make_gateway(server__hostname="localhost")
+    (init_warning,) = gw.cli("init")["warnings"]  # the first thing `make run` does
+    assert "server.hostname is 'localhost'" in init_warning and "secumail init" in init_warning
     gw.cli("account", "create", "Ziekenhuis")
 
     as_json = gw.cli_process("domain", "add", "Ziekenhuis", "hospital.test", "--json")

@@ -55,8 +55,9 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
         warnings.append(
             f"server.hostname is {settings.server.hostname!r}, not a public DNS name "
             f'({problem}): set this gateway\'s public name (hostname = "relay.example.nl" under '
-            f"[server] in {config_path}, or SECUMAIL_SERVER__HOSTNAME) before publishing DNS "
-            "records"
+            f"[server] in {config_path}, or SECUMAIL_SERVER__HOSTNAME) and run `secumail init` "
+            "again before publishing DNS records (a self-signed certificate is made for the "
+            f"new name once you delete {settings.cert_file} and {settings.key_file})"
         )
     emit(
         as_json,
