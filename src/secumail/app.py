@@ -74,8 +74,17 @@ def initialise(settings: Settings) -> list[str]:
     if not settings.master_key_file.exists():
         ensure_master_key(settings.master_key_file)
         made.append(str(settings.master_key_file))
-    if ensure_gateway_certificate(settings.cert_file, settings.key_file, settings.server.hostname):
-        made.append(str(settings.cert_file))
+    if settings.tls.cert_file is None and settings.tls.key_file is None:
+        if ensure_gateway_certificate(
+            settings.cert_file, settings.key_file, settings.server.hostname
+        ):
+            made.append(str(settings.cert_file))
+    else:
+        # The operator's own certificate: never replaced by a self-signed one (a mistyped
+        # key_file would otherwise overwrite the real chain).
+        for setting, path in (("cert_file", settings.cert_file), ("key_file", settings.key_file)):
+            if not path.is_file():
+                raise ConfigError(f"tls.{setting} {path} does not exist")
     if not (settings.ca_dir / "root.pem").exists():
         create_ca(settings.pki, settings.ca_dir, settings.signing.ca_organisation)
         made.append(str(settings.ca_dir / "root.pem"))

@@ -132,7 +132,9 @@ class ChecksOut(BaseModel):
 class DnsRecord(BaseModel):
     name: str
     type: str
-    value: str
+    value: str = Field(description="the value in one piece, as web forms take it")
+    rdata: str = Field(description="the value as quoted strings of at most 255 octets")
+    zone: str = Field(description="a zone-file line (RFC 1035 §5.1)")
     purpose: str
     required: bool
 

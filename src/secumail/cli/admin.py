@@ -20,10 +20,11 @@ from secumail.api.tokens import SCOPES
 from secumail.app import Gateway, Services, initialise
 from secumail.cli import audit, check, domains, evidence, gdpr, routes, tlsrpt
 from secumail.cli.audit import record
-from secumail.cli.output import emit, when
+from secumail.cli.output import emit, warn, when
 from secumail.config import Settings
 from secumail.errors import ConfigError, ConflictError, SecumailError
 from secumail.mail.address import AddressError, parse_address
+from secumail.mail.dns_records import hostname_problem, txt_rdata, zone_line
 from secumail.pki.ca import CertificateAuthority
 from secumail.pki.passwords import hash_secret, new_secret
 from secumail.store.audit_chain import AuditKind
@@ -48,6 +49,16 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
         records = asyncio.run(_ensure_keys(services, settings.gateway_domain, made))
     finally:
         services.close()
+    problem = hostname_problem(settings.server.hostname)
+    warnings = []
+    if problem:
+        warnings.append(
+            f"server.hostname is {settings.server.hostname!r}, not a public DNS name "
+            f'({problem}): set this gateway\'s public name (hostname = "relay.example.nl" under '
+            f"[server] in {config_path}, or SECUMAIL_SERVER__HOSTNAME) and run `secumail init` "
+            "again before publishing DNS records (a self-signed certificate is made for the "
+            f"new name once you delete {settings.cert_file} and {settings.key_file})"
+        )
     emit(
         as_json,
         {
@@ -55,20 +66,33 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
             "config_written": wrote_config,
             "created": made,
             "data_dir": str(settings.data_dir),
-            "gateway_dkim": [{"name": r.name, "type": "TXT", "value": r.value} for r in records],
+            "gateway_dkim": [
+                {
+                    "name": r.name,
+                    "type": "TXT",
+                    "value": r.value,
+                    "rdata": txt_rdata(r.value),
+                    "zone": zone_line(r.name, "TXT", r.value),
+                }
+                for r in records
+            ],
+            "warnings": warnings,
         },
         f"config: {config_path}{' (written)' if wrote_config else ' (exists)'}\n"
         f"data:   {settings.data_dir}\n"
         + "".join(f"created {m}\n" for m in made)
         + (
-            f"DKIM records for the gateway's own domain {settings.gateway_domain} (signs notices):\n"
-            + "".join(f'  {r.name}. IN TXT "{r.value}"\n' for r in records)
+            f"DKIM records for the gateway's own domain {settings.gateway_domain} (signs notices),"
+            " as zone-file lines (`secumail domain records "
+            f"{settings.gateway_domain}` shows the plain values too):\n"
+            + "".join(f"  {zone_line(r.name, 'TXT', r.value)}\n" for r in records)
             if records
             else f"no DKIM keys for the gateway's own domain {settings.gateway_domain!r}: it is not "
             "a domain name. Set server.hostname (or signing.gateway_domain) to this gateway's "
             "FQDN and run `secumail init` again; until then notices leave unsigned.\n"
         ),
     )
+    warn(warnings)
     return 0
 
 

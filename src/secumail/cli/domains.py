@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from secumail.app import Services
 from secumail.cli.audit import record
-from secumail.cli.output import emit, when
+from secumail.cli.output import emit, warn, when
 from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
+from secumail.mail.dns_records import txt_rdata, zone_line
 from secumail.store.audit_chain import AuditKind
 
 
@@ -20,13 +22,36 @@ def _domain_arg(text: str) -> str:
 
 
 def _human(records: list[dict]) -> str:
-    lines = []
+    """Each record twice: the fields a DNS provider's web form asks for (the value in one
+    piece) and a zone-file line (the value split into quoted strings of ≤255 octets)."""
+    blocks = []
     for r in records:
         flag = "required" if r["required"] else "recommended"
-        lines.append(
-            f'  {r["name"]}. IN {r["type"]} "{r["value"]}"\n      ({flag}: {r["purpose"]})'
+        blocks.append(
+            f"  {flag}: {r['purpose']}\n"
+            f"    name:  {r['name']}\n"
+            f"    type:  {r['type']}\n"
+            f"    value: {r['value']}\n"
+            f"    zone file line:\n"
+            f"      {r['zone']}"
         )
-    return "\n".join(lines)
+    return "\n\n".join(blocks)
+
+
+def _hostname_warnings(sv: Services, args: argparse.Namespace, domain: str) -> list[str]:
+    """A loud word when the records name a gateway host nobody can look up."""
+    problem = sv.domains.hostname_problem()
+    if problem is None:
+        return []
+    config = args.config or os.environ.get("SECUMAIL_CONFIG") or "secumail.toml"
+    return [
+        f"server.hostname is {sv.settings.server.hostname!r}, which is not a public DNS name "
+        f"({problem}): receivers cannot look it up, so the SPF record names no sending host "
+        "and mail servers cannot verify the gateway's certificate. Set this gateway's public "
+        f'name, e.g. hostname = "relay.example.nl" under [server] in {config} (or '
+        "SECUMAIL_SERVER__HOSTNAME=relay.example.nl), then run "
+        f"`secumail domain records {domain}` again."
+    ]
 
 
 async def domain_add(sv: Services, args: argparse.Namespace) -> int:
@@ -34,12 +59,20 @@ async def domain_add(sv: Services, args: argparse.Namespace) -> int:
     name = _domain_arg(args.domain)
     domain, records = await sv.domains.add(account.id, name)
     await record(sv, AuditKind.DOMAIN_ADDED, name, {"account": account.id})
+    warnings = _hostname_warnings(sv, args, name)
     emit(
         args.json,
-        {"domain": name, "account": account.id, "verified": domain.verified, "records": records},
-        f"domain {name} added to account {account.name}; publish these DNS records:\n"
-        f"{_human(records)}\nthen run: secumail domain verify {name}",
+        {
+            "domain": name,
+            "account": account.id,
+            "verified": domain.verified,
+            "records": records,
+            "warnings": warnings,
+        },
+        f"domain {name} added to account {account.name}; publish these DNS records:\n\n"
+        f"{_human(records)}\n\nthen run: secumail domain verify {name}",
     )
+    warn(warnings)
     return 0
 
 
@@ -52,11 +85,13 @@ async def domain_records(sv: Services, args: argparse.Namespace) -> int:
         if name != sv.settings.gateway_domain:
             raise
     records = await sv.domains.records(name, token)
+    warnings = _hostname_warnings(sv, args, name)
     emit(
         args.json,
-        {"domain": name, "records": records},
-        f"DNS records for {name}:\n{_human(records)}",
+        {"domain": name, "records": records, "warnings": warnings},
+        f"DNS records for {name}:\n\n{_human(records)}",
     )
+    warn(warnings)
     return 0
 
 
@@ -117,6 +152,8 @@ async def domain_rotate_dkim(sv: Services, args: argparse.Namespace) -> int:
             "name": r.name,
             "type": "TXT",
             "value": r.value,
+            "rdata": txt_rdata(r.value),
+            "zone": zone_line(r.name, "TXT", r.value),
             "selector": r.selector,
             "algorithm": r.algorithm,
         }
@@ -125,9 +162,14 @@ async def domain_rotate_dkim(sv: Services, args: argparse.Namespace) -> int:
     emit(
         args.json,
         {"domain": name, "new_keys": records},
-        f"new DKIM keys for {name}; publish, then run `secumail domain verify {name}`:\n"
-        + "\n".join(f'  {r["name"]}. IN TXT "{r["value"]}"' for r in records)
-        + "\nthe current keys keep signing until the new ones are published; retire them after.",
+        f"new DKIM keys for {name}; publish, then run `secumail domain verify {name}`:\n\n"
+        + _human(
+            [
+                {**r, "required": True, "purpose": f"DKIM {r['algorithm']} key {r['selector']}"}
+                for r in records
+            ]
+        )
+        + "\n\nthe current keys keep signing until the new ones are published; retire them after.",
     )
     return 0
 

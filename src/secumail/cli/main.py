@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmd("key", "print the public evidence key (JWK) for third parties", ev)
 
-    cred = sub.add_parser("credential", help="SMTP credentials").add_subparsers(
+    cred = sub.add_parser("credential", help="SMTP and API credentials").add_subparsers(
         dest="action", required=True
     )
     c = cmd("create", "create a credential; prints the secret once", cred)

@@ -30,6 +30,12 @@ def emit(as_json: bool, data: Any, human: str) -> None:
         sys.stdout.write(human.rstrip("\n") + "\n")
 
 
+def warn(messages: list[str]) -> None:
+    """Warnings go to stderr, in both modes (with --json they are in the data as well)."""
+    for text in messages:
+        sys.stderr.write(f"WARNING: {text}\n")
+
+
 def when(ts: float | None) -> str:
     if ts is None:
         return "-"

@@ -7,9 +7,18 @@ record at `_secumail.<domain>`; each DKIM key signs once its record is seen in D
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from secumail.errors import NotFound
+from secumail.mail.dns_records import (
+    hostname_problem,
+    spf_mechanism,
+    sts_policy_id,
+    txt_rdata,
+    zone_line,
+)
 from secumail.net.dns import Resolver
 from secumail.pki.dkim_keyring import DkimKeyring
 from secumail.store.metadata import MetadataStore
@@ -37,12 +46,18 @@ class DomainSetup:
         *,
         hostname: str,
         gateway_domain: str,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.keyring = keyring
         self.resolver = resolver
         self.hostname = hostname
         self.gateway_domain = gateway_domain
+        self.clock = clock
+
+    def hostname_problem(self) -> str | None:
+        """Why `server.hostname` cannot stand in records others look up (None: it can)."""
+        return hostname_problem(self.hostname)
 
     async def add(self, account_id: str, name: str) -> tuple[Domain, list[dict]]:
         domain = await self.store.add_domain(account_id, name)
@@ -50,63 +65,57 @@ class DomainSetup:
         return domain, await self.records(name, domain.token)
 
     async def records(self, domain: str, token: str | None) -> list[dict]:
-        """Every DNS record the customer publishes for `domain`, required ones first."""
+        """Every DNS record the customer publishes for `domain`, required ones first. Each
+        has the plain `value` (web forms), `rdata` (quoted strings of at most 255 octets)
+        and `zone`, a line for a zone file."""
         host = self.hostname
         out = []
         if token is not None:
             out.append(
-                {
-                    "name": f"{VERIFY_LABEL}.{domain}",
-                    "type": "TXT",
-                    "value": f"{VERIFY_PREFIX}{token}",
-                    "purpose": "proves you control the domain",
-                    "required": True,
-                }
+                _record(
+                    f"{VERIFY_LABEL}.{domain}",
+                    f"{VERIFY_PREFIX}{token}",
+                    "proves you control the domain",
+                    required=True,
+                )
             )
         for r in await self.keyring.records(domain):
             if r.retired:
                 continue
             kind = "RSA-2048" if r.algorithm.startswith("rsa") else "Ed25519 (RFC 8463)"
             out.append(
-                {
-                    "name": r.name,
-                    "type": "TXT",
-                    "value": r.value,
-                    "required": True,
-                    "purpose": f"DKIM {kind} public key, selector {r.selector}"
+                _record(
+                    r.name,
+                    r.value,
+                    f"DKIM {kind} public key, selector {r.selector}"
                     + (" (published)" if r.published else ""),
-                }
+                    required=True,
+                )
             )
+        policy_id = sts_policy_id(self.clock())
         out += [
-            {
-                "name": domain,
-                "type": "TXT",
-                "value": f"v=spf1 a:{host} ~all",
-                "required": False,
-                "purpose": f"SPF: allow {host} to send for the domain (merge with your existing record)",
-            },
-            {
-                "name": f"_dmarc.{domain}",
-                "type": "TXT",
-                "value": f"v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@{domain}",
-                "required": False,
-                "purpose": "DMARC: receivers act on failed DKIM/SPF (start with p=none to observe)",
-            },
-            {
-                "name": f"_mta-sts.{domain}",
-                "type": "TXT",
-                "value": "v=STSv1; id=<date of your policy>",
-                "required": False,
-                "purpose": "MTA-STS for your own inbound mail (RFC 8461), with a policy at "
-                f"https://mta-sts.{domain}/.well-known/mta-sts.txt",
-            },
-            {
-                "name": f"_smtp._tls.{domain}",
-                "type": "TXT",
-                "value": f"v=TLSRPTv1; rua=mailto:tls-reports@{domain}",
-                "required": False,
-                "purpose": "TLS reporting for your own inbound mail (RFC 8460)",
-            },
+            _record(
+                domain,
+                f"v=spf1 {spf_mechanism(host)} ~all",
+                f"SPF: allow {host} to send for the domain (merge with your existing record)",
+            ),
+            _record(
+                f"_dmarc.{domain}",
+                f"v=DMARC1; p=quarantine; rua=mailto:dmarc-reports@{domain}",
+                "DMARC: receivers act on failed DKIM/SPF (start with p=none to observe)",
+            ),
+            _record(
+                f"_mta-sts.{domain}",
+                f"v=STSv1; id={policy_id}",
+                "MTA-STS for your own inbound mail (RFC 8461), with a policy at "
+                f"https://mta-sts.{domain}/.well-known/mta-sts.txt; give id a new value "
+                "whenever that policy changes",
+            ),
+            _record(
+                f"_smtp._tls.{domain}",
+                f"v=TLSRPTv1; rua=mailto:tls-reports@{domain}",
+                "TLS reporting for your own inbound mail (RFC 8460)",
+            ),
         ]
         return out
 
@@ -148,3 +157,15 @@ class DomainSetup:
         dkim_ok = any(c["ok"] for c in checks if c["what"].startswith("DKIM"))
         verified = owned or (domain is not None and domain.verified)
         return DomainCheck(name, verified, dkim_ok, owned, checks)
+
+
+def _record(name: str, value: str, purpose: str, *, required: bool = False) -> dict:
+    return {
+        "name": name,
+        "type": "TXT",
+        "value": value,
+        "rdata": txt_rdata(value),
+        "zone": zone_line(name, "TXT", value),
+        "purpose": purpose,
+        "required": required,
+    }

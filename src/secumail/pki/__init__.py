@@ -1,1 +1,1 @@
-"""Keys and secrets: credential hashing today; Secumail's CA and evidence signing later."""
+"""Keys and secrets: Secumail's S/MIME CA, evidence signing, DKIM keys, credential hashing, HSM."""
