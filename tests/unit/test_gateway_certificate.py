@@ -4,13 +4,16 @@ certificate")."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from secumail.app import initialise
 from secumail.config import Settings
 from secumail.errors import ConfigError
+from secumail.net.tls import ensure_gateway_certificate
 
 
 def settings(data_dir: Path, **tls: Path) -> Settings:
@@ -35,3 +38,14 @@ def test_a_mistyped_key_file_does_not_overwrite_the_real_chain(tmp_path: Path) -
         )
     assert chain.read_bytes() == before
     assert not (tmp_path / "relay.zho.nl.kye").exists()
+
+
+def test_it_names_the_host_and_this_machines_loopback(tmp_path: Path) -> None:
+    cert_file, key_file = tmp_path / "gw.crt", tmp_path / "gw.key"
+    assert ensure_gateway_certificate(cert_file, key_file, "gw.zorg.example")
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["gw.zorg.example", "localhost"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert (key_file.stat().st_mode & 0o777) == 0o600
+    assert not ensure_gateway_certificate(cert_file, key_file, "other.example"), "never replaced"
