@@ -51,8 +51,12 @@ def _rfc8460_result(message: str) -> str:
 
 
 def _buffered(reader: asyncio.StreamReader) -> int:
-    """Octets received and not yet read (StreamReader has no public count)."""
-    return len(getattr(reader, "_buffer", b""))
+    """Octets received and not yet read. StreamReader has no public count, so this reads
+    its buffer, and fails closed (every STARTTLS fails, loudly) should that ever change."""
+    buffer = getattr(reader, "_buffer", None)
+    if not isinstance(buffer, bytes | bytearray):
+        raise TypeError("asyncio.StreamReader has no _buffer: cannot check for injected data")
+    return len(buffer)
 
 
 def _subject(cert: dict) -> str:
