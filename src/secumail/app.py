@@ -23,7 +23,7 @@ from secumail.api.context import ApiContext, RateLimiter
 from secumail.api.server import ApiServer, create_app
 from secumail.api.tokens import OidcVerifier, TokenError, TokenIssuer, jwks_from
 from secumail.config import Settings
-from secumail.errors import ConfigError
+from secumail.errors import ConfigError, ListenError
 from secumail.net.dns import Resolver
 from secumail.net.https_client import HttpsError, request
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
@@ -351,6 +351,11 @@ class Services:
         self.db.close()
 
 
+def _listen_failed(settings: Settings, setting: str, exc: ListenError) -> ConfigError:
+    """"api.listen: cannot listen on 0.0.0.0:8443: address already in use (change …)"."""
+    return ConfigError(f"{setting}: {exc} ({settings.where(setting)})")
+
+
 class Gateway:
     """`secumail serve`: the submission server and the stage runners in one process."""
 
@@ -412,10 +417,14 @@ class Gateway:
                 self.submission.receive_from(self.handoff_from)
                 log.info("submission: serving the connections worker 0 hands over")
             else:
-                try:
-                    await self.submission.listen(s.submission.listen, s.submission.listen_tls)
-                except OSError as exc:
-                    raise ConfigError(f"cannot listen for submission: {exc}") from exc
+                for setting, plain, implicit in (
+                    ("submission.listen", s.submission.listen, []),
+                    ("submission.listen_tls", [], s.submission.listen_tls),
+                ):
+                    try:
+                        await self.submission.listen(plain, implicit)
+                    except ListenError as exc:
+                        raise _listen_failed(s, setting, exc) from exc
             for host, port, implicit in self.submission.bound:
                 log.info(
                     "submission listening on %s:%d (%s)",
@@ -450,15 +459,18 @@ class Gateway:
             sv.intake.local = by_queue.get(names[0])
         log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
         if s.api.enabled and self._wants("api"):
-            self.api = ApiServer(
-                create_app(sv.api_context()),
-                s.api.listen,
-                cert_file=s.cert_file,
-                key_file=s.key_file,
-                plain_http=s.api.plain_http,
-                reuse_port=self.workers > 1,
-            )
-            await self.api.start()
+            try:
+                self.api = ApiServer(
+                    create_app(sv.api_context()),
+                    s.api.listen,
+                    cert_file=s.cert_file,
+                    key_file=s.key_file,
+                    plain_http=s.api.plain_http,
+                    reuse_port=self.workers > 1,
+                )
+                await self.api.start()
+            except ListenError as exc:
+                raise _listen_failed(s, "api.listen", exc) from exc
             for server in self.api.servers:
                 log.info(
                     "API listening on %s:%d (%s)",

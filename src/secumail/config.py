@@ -1,7 +1,8 @@
 """One typed settings model: a TOML file, overridden by SECUMAIL_<SECTION>__<KEY> variables.
 
 `load_settings(path)` reads the file named by `--config` or SECUMAIL_CONFIG (a missing
-file means defaults), then applies environment overrides; values in the environment are
+file means defaults here; the command line refuses a named file that does not exist),
+then applies environment overrides; values in the environment are
 parsed as JSON when they look like it (lists, numbers, booleans), else taken as text,
 and lists may also be given comma-separated.
 """
@@ -13,9 +14,9 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from secumail.errors import ConfigError
 
@@ -41,7 +42,15 @@ class ServerSettings(_Section):
     hostname: str = Field(default_factory=socket.getfqdn)
     data_dir: Path = Path("var")
     log_level: str = "INFO"
-    workers: int = 1  # processes (`serve --workers`): up to the number of cores
+    # Processes (`serve --workers`): "auto" is one per core this process may run on.
+    workers: int | Literal["auto"] = "auto"
+
+    @field_validator("workers")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('at least 1, or "auto"')
+        return value
 
 
 class SubmissionSettings(_Section):
@@ -205,6 +214,32 @@ class Settings(BaseModel):
     api: ApiSettings = ApiSettings()
     gdpr: GdprSettings = GdprSettings()
 
+    _source: Path | None = PrivateAttr(default=None)  # the file read, if any
+    _from_env: dict[str, str] = PrivateAttr(default_factory=dict)  # "api.listen" -> variable
+
+    @property
+    def source(self) -> Path | None:
+        """The settings file these settings were read from (None: defaults and environment)."""
+        return self._source
+
+    def where(self, setting: str) -> str:
+        """Where an operator changes `setting` ("api.listen"): its variable or the file."""
+        if setting in self._from_env:
+            return f"change {self._from_env[setting]} in the environment"
+        if self._source is not None:
+            return f"change {setting} in {self._source}"
+        return f"set {setting} in a settings file (--config FILE)"
+
+    @property
+    def worker_count(self) -> int:
+        """`server.workers` as a number: "auto" is one process per core we may run on."""
+        if self.server.workers != "auto":
+            return int(self.server.workers)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return os.cpu_count() or 1
+
     # Derived locations, all under data_dir unless set.
     @property
     def data_dir(self) -> Path:
@@ -255,7 +290,9 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
-def _merge_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+def _merge_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Apply SECUMAIL_* variables to `data`; returns {"section.key": variable} of those used."""
+    used: dict[str, str] = {}
     for key, raw in environ.items():
         if not key.startswith(ENV_PREFIX) or "__" not in key or key == "SECUMAIL_CONFIG":
             continue
@@ -264,6 +301,8 @@ def _merge_env(data: dict[str, Any], environ: dict[str, str]) -> None:
         for part in path[:-1]:
             target = target.setdefault(part, {})
         target[path[-1]] = _env_value(raw)
+        used[".".join(path)] = key
+    return used
 
 
 def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> Settings:
@@ -275,7 +314,7 @@ def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> S
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
-    _merge_env(data, env)
+    from_env = _merge_env(data, env)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -285,39 +324,12 @@ def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> S
         raise ConfigError(f"invalid settings: {problems}") from exc
     if not settings.server.data_dir.is_absolute():
         # A relative data_dir is relative to the working directory, as `make run` expects.
+        given = "data_dir" in settings.server.model_fields_set
         settings.server.data_dir = Path.cwd() / settings.server.data_dir
+        if not given:  # still the default, only made absolute: not "set" (`config show`)
+            settings.server.model_fields_set.discard("data_dir")
+    settings._from_env = from_env
+    if path is not None and path.exists():
+        settings._source = path
     return settings
 
-
-DEFAULT_CONFIG = """\
-# Secumail settings. Every key can also be set as SECUMAIL_<SECTION>__<KEY>.
-[server]
-hostname = "{hostname}"
-data_dir = "{data_dir}"
-
-[submission]
-# STARTTLS listeners (RFC 6409) and implicit-TLS listeners (RFC 8314).
-listen = ["0.0.0.0:587"]
-listen_tls = ["0.0.0.0:465"]
-
-[tls]
-# Left empty: a self-signed gateway certificate is made in <data_dir>/tls on first start.
-# cert_file = "/etc/secumail/gateway.crt"
-# key_file = "/etc/secumail/gateway.key"
-# Extra CAs trusted for outbound verification, on top of the system roots:
-# trust_file = "/etc/secumail/extra-ca.pem"
-
-[dns]
-# Empty: the system resolver. "host" or "host:port".
-nameservers = []
-
-[delivery]
-port = 25
-
-[storage]
-# Empty: SQLite in data_dir.
-url = ""
-
-[bus]
-url = "embedded"
-"""

@@ -2,6 +2,7 @@
 
     SecumailError                    base of every error Secumail raises on purpose
     ├── ConfigError                  the settings are invalid or a file they name is missing
+    │   └── ListenError              a listen address cannot be used (in use, not permitted)
     ├── StoreError                   metadata storage failed
     │   └── NotFound                 an account, domain, credential or message does not exist
     ├── ConflictError                the thing to create exists already
@@ -25,6 +26,8 @@ translated into these at the boundary that calls the library.
 
 from __future__ import annotations
 
+import errno
+
 
 class SecumailError(Exception):
     """Base class of every error Secumail raises on purpose."""
@@ -32,6 +35,23 @@ class SecumailError(Exception):
 
 class ConfigError(SecumailError):
     """The settings are invalid, or a file they name cannot be used."""
+
+
+class ListenError(ConfigError):
+    """A listen address cannot be parsed or bound; `address` as the setting gave it."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+    @classmethod
+    def from_os_error(cls, address: str, exc: OSError) -> ListenError:
+        reason = exc.strerror or str(exc)
+        reason = reason[:1].lower() + reason[1:]  # "address already in use"
+        if exc.errno == errno.EACCES:
+            reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        return cls(address, reason)
 
 
 class StoreError(SecumailError):

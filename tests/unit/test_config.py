@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from secumail.config import DEFAULT_CONFIG, load_settings
+from secumail.config import load_settings
 from secumail.errors import ConfigError
 
 
@@ -142,8 +142,21 @@ def test_relative_data_dir_is_made_absolute(
     assert s.master_key_file == tmp_path / "var" / "sm" / "keys" / "master.key"
 
 
-def test_the_shipped_template_loads(tmp_path: Path) -> None:
-    text = DEFAULT_CONFIG.format(hostname="gw.example.test", data_dir=tmp_path / "d")
-    s = load_settings(write(tmp_path, text), environ={})
-    assert s.server.hostname == "gw.example.test"
-    assert s.data_dir == tmp_path / "d"
+def test_workers_default_to_one_per_core_and_accept_a_number() -> None:
+    s = load_settings(None, environ={})
+    assert s.server.workers == "auto"
+    assert s.worker_count >= 1
+    assert load_settings(None, environ={"SECUMAIL_SERVER__WORKERS": "3"}).worker_count == 3
+    with pytest.raises(ConfigError, match=r"server\.workers"):
+        load_settings(None, environ={"SECUMAIL_SERVER__WORKERS": "0"})
+    with pytest.raises(ConfigError, match=r"server\.workers"):
+        load_settings(None, environ={"SECUMAIL_SERVER__WORKERS": "many"})
+
+
+def test_where_names_the_file_or_the_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, '[api]\nlisten = ["127.0.0.1:8443"]\n')
+    s = load_settings(path, environ={"SECUMAIL_SUBMISSION__LISTEN": "127.0.0.1:2525"})
+    assert s.source == path
+    assert s.where("api.listen") == f"change api.listen in {path}"
+    assert s.where("submission.listen") == "change SECUMAIL_SUBMISSION__LISTEN in the environment"
+    assert load_settings(None, environ={}).source is None

@@ -26,7 +26,7 @@ from secumail.api.routes_admin import router as admin_router
 from secumail.api.routes_gdpr import router as gdpr_router
 from secumail.api.routes_messages import router as messages_router
 from secumail.api.routes_ops import router as ops_router
-from secumail.errors import ConfigError
+from secumail.errors import ConfigError, ListenError
 from secumail.mail.endpoints import parse_host_port
 from secumail.net.tls import server_context
 
@@ -106,7 +106,10 @@ class ApiServer:
         self.servers: list[uvicorn.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         for entry in listen:
-            host, port = parse_host_port(entry)
+            try:
+                host, port = parse_host_port(entry)
+            except ValueError as exc:
+                raise ListenError(entry, str(exc)) from exc
             if plain_http and not (host.startswith("127.") or host in ("::1", "localhost")):
                 raise ConfigError(f"api.plain_http is allowed on loopback only, not {entry}")
             # The API's TLS is the SMTP listeners' (net/tls.server_context): same versions,
@@ -153,9 +156,8 @@ class ApiServer:
             sock.bind((config.host, config.port))
         except OSError as exc:
             sock.close()
-            raise ConfigError(
-                f"cannot listen for the API on {config.host}:{config.port}: {exc}"
-            ) from exc
+            host = f"[{config.host}]" if ":" in config.host else config.host
+            raise ListenError.from_os_error(f"{host}:{config.port}", exc) from exc
         sock.listen(1024)
         return sock
 

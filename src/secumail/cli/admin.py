@@ -18,7 +18,7 @@ from pathlib import Path
 from secumail.api.routes_gdpr import OPERATOR_SCOPES
 from secumail.api.tokens import SCOPES
 from secumail.app import Gateway, Services, initialise
-from secumail.cli import audit, check, domains, evidence, gdpr, routes, tlsrpt
+from secumail.cli import audit, check, config, domains, evidence, gdpr, routes, tlsrpt
 from secumail.cli.audit import record
 from secumail.cli.output import emit, warn, when
 from secumail.config import Settings
@@ -34,15 +34,16 @@ WORKER_ENV = "SECUMAIL_WORKER_INDEX"
 HANDOFF_ENV = "SECUMAIL_HANDOFF_FD"  # the socket a worker gets its SMTP connections on
 
 
-def init(settings: Settings, config_path: Path, as_json: bool, template: str) -> int:
+def init(settings: Settings, config_path: Path, as_json: bool) -> int:
     wrote_config = False
     if not config_path.exists():
         config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(
-            template.format(hostname=settings.server.hostname, data_dir=settings.data_dir),
-            encoding="utf-8",
-        )
+        config_path.write_text(config.render(settings), encoding="utf-8")
         wrote_config = True
+    hostname = settings.server.hostname
+    hostname_from = (
+        "from the settings" if "hostname" in settings.server.model_fields_set else "this host's FQDN"
+    )
     made = initialise(settings)
     services = Services(settings)  # creates the database and its tables
     try:
@@ -77,9 +78,13 @@ def init(settings: Settings, config_path: Path, as_json: bool, template: str) ->
                 for r in records
             ],
             "warnings": warnings,
+            "hostname": hostname,
+            "workers": settings.server.workers,
         },
         f"config: {config_path}{' (written)' if wrote_config else ' (exists)'}\n"
         f"data:   {settings.data_dir}\n"
+        f"server.hostname: {hostname} ({hostname_from})\n"
+        f"server.workers: {settings.server.workers} ({settings.worker_count} processes)\n"
         + "".join(f"created {m}\n" for m in made)
         + (
             f"DKIM records for the gateway's own domain {settings.gateway_domain} (signs notices),"

@@ -10,16 +10,19 @@ import sys
 from pathlib import Path
 
 from secumail import __version__
-from secumail.cli import admin, audit, check, gdpr, routes, tlsrpt
+from secumail.cli import admin, audit, check, config, gdpr, routes, tlsrpt
 from secumail.cli.logs import configure_logging
-from secumail.config import DEFAULT_CONFIG, Settings, load_settings
-from secumail.errors import SecumailError
+from secumail.config import load_settings
+from secumail.errors import ConfigError, SecumailError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="secumail", description="Secumail secure email gateway")
     p.add_argument(
-        "--config", type=Path, default=None, help="TOML settings file (or SECUMAIL_CONFIG)"
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML settings file (or SECUMAIL_CONFIG; default ./secumail.toml if present)",
     )
     p.add_argument("--version", action="version", version=f"secumail {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -43,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="processes sharing the ports and the store (default: server.workers)",
+        help="processes sharing the ports and the store (default: server.workers, auto: one per core)",
     )
 
     account = sub.add_parser("account", help="customer accounts").add_subparsers(
@@ -153,30 +156,48 @@ def _parser() -> argparse.ArgumentParser:
     tlsrpt.add_parser(sub, cmd)
     audit.add_parser(sub, cmd)
     gdpr.add_parser(sub, cmd)
+    config.add_parser(sub, cmd)
 
     cmd("queue", "queue depth per stage")
     return p
 
 
-def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
-    path = args.config or (
+DEFAULT_CONFIG_FILE = Path("secumail.toml")  # where `init` writes when no file is named
+
+
+def _config_path(args: argparse.Namespace) -> tuple[Path | None, Path]:
+    """(the file to read, if any; the file `init` writes). A file named by --config or
+    SECUMAIL_CONFIG must exist, except for `init`, which creates it: a mistyped name
+    must not quietly mean "defaults" (and a new database in the working directory)."""
+    named = args.config or (
         Path(os.environ["SECUMAIL_CONFIG"]) if os.environ.get("SECUMAIL_CONFIG") else None
     )
-    return load_settings(path), path or Path("secumail.toml")
+    if named is None:
+        return (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None), DEFAULT_CONFIG_FILE
+    if args.command != "init" and not named.exists():
+        how = "--config" if args.config else "SECUMAIL_CONFIG"
+        raise ConfigError(
+            f"{named}: no such settings file (named by {how}); check the path, or create it "
+            f"with `secumail --config {named} init`"
+        )
+    return named, named
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings, config_path = _settings(args)
+        path, config_path = _config_path(args)
+        if args.command == "config":
+            return config.run(args, path)
+        settings = load_settings(path)
         if args.command == "serve":
             configure_logging(settings.server.log_level)
             return admin.serve(
-                settings, set(args.role or ["all"]), args.workers or settings.server.workers
+                settings, set(args.role or ["all"]), args.workers or settings.worker_count
             )
         logging.basicConfig(level=logging.WARNING)  # no-op when the host configured logging
         if args.command == "init":
-            return admin.init(settings, config_path, args.json, DEFAULT_CONFIG)
+            return admin.init(settings, config_path, args.json)
         return asyncio.run(admin.dispatch(settings, args))
     except BrokenPipeError:
         # The reader went away (`… | head`): the command's work is done; no traceback,

@@ -19,6 +19,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from secumail.errors import ListenError
 from secumail.mail import reply as R
 from secumail.mail.address import Address
 from secumail.mail.endpoints import parse_host_port
@@ -556,23 +557,34 @@ class SubmissionServer:
         loop = asyncio.get_running_loop()
         for entries, implicit in ((listen, False), (listen_tls, True)):
             for entry in entries:
-                host, port = parse_host_port(entry)
+                try:
+                    host, port = parse_host_port(entry)
+                except ValueError as exc:
+                    raise ListenError(entry, str(exc)) from exc
                 if self.handoff_to:
-                    sock = _listening_socket(host, port)
+                    try:
+                        sock = _listening_socket(host, port)
+                    except OSError as exc:
+                        raise ListenError.from_os_error(entry, exc) from exc
                     self._listeners.append(sock)
                     self._accepting.append(loop.create_task(self._accept(sock, implicit)))
                     name = sock.getsockname()
                     self.bound.append((name[0], name[1], implicit))
                     continue
-                server = await loop.create_server(
-                    lambda implicit=implicit: Channel(lambda ch: self._session(ch, implicit)),
-                    host or None,
-                    port,
-                    ssl=self.tls_context if implicit else None,
-                    ssl_handshake_timeout=self.limits.tls_handshake_timeout if implicit else None,
-                    backlog=1024,
-                    reuse_address=True,
-                )
+                try:
+                    server = await loop.create_server(
+                        lambda implicit=implicit: Channel(lambda ch: self._session(ch, implicit)),
+                        host or None,
+                        port,
+                        ssl=self.tls_context if implicit else None,
+                        ssl_handshake_timeout=(
+                            self.limits.tls_handshake_timeout if implicit else None
+                        ),
+                        backlog=1024,
+                        reuse_address=True,
+                    )
+                except OSError as exc:
+                    raise ListenError.from_os_error(entry, exc) from exc
                 self._servers.append(server)
                 for sock in server.sockets:
                     name = sock.getsockname()
