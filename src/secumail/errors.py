@@ -27,6 +27,7 @@ translated into these at the boundary that calls the library.
 from __future__ import annotations
 
 import errno
+import os
 
 
 class SecumailError(Exception):
@@ -47,7 +48,8 @@ class ListenError(ConfigError):
 
     @classmethod
     def from_os_error(cls, address: str, exc: OSError) -> ListenError:
-        reason = exc.strerror or str(exc)
+        # By errno: asyncio rewrites strerror ("error while attempting to bind on …").
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
         reason = reason[:1].lower() + reason[1:]  # "address already in use"
         if exc.errno == errno.EACCES:
             reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"

@@ -53,7 +53,9 @@ class GatewayProcess:
         self.tls_port = free_port()
         self.api_port = free_port()
         sections: dict[str, dict[str, Any]] = {
-            "server": {"hostname": GATEWAY_HOST, "data_dir": str(self.data_dir), "log_level": "DEBUG"},
+            # One process unless a test asks for more (the default, "auto", is one per core).
+            "server": {"hostname": GATEWAY_HOST, "data_dir": str(self.data_dir), "log_level": "DEBUG",
+                       "workers": 1},
             "submission": {
                 "listen": [f"127.0.0.1:{self.submission_port}"],
                 "listen_tls": [f"127.0.0.1:{self.tls_port}"],

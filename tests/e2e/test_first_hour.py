@@ -1,0 +1,158 @@
+"""A newcomer's first hour (issue 12): the settings file is findable, mistakes are named.
+
+`secumail init` writes a file that shows every setting; `config show` and `config check`
+say what is in effect and what is wrong; a mistyped --config is an error, not a fresh
+database somewhere else; a port clash names the setting to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from secumail.cli.main import main as secumail_main
+from tests.harness import free_port
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = secumail_main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SECUMAIL_CONFIG", raising=False)
+    for key in list(os.environ):
+        if key.startswith("SECUMAIL_") and "__" in key:
+            monkeypatch.delenv(key)
+    return tmp_path
+
+
+# -- a named settings file must exist --------------------------------------------------
+@pytest.mark.parametrize("command", [["account", "list"], ["queue"], ["serve"], ["config", "show"]])
+def test_a_mistyped_config_path_is_an_error(workdir: Path, command: list[str]) -> None:
+    code, _, err = run("--config", "var/secumial.toml", *command)
+    assert code == 1
+    assert "var/secumial.toml: no such settings file (named by --config)" in err
+    assert not (workdir / "var").exists()  # no database made from defaults
+    assert list(workdir.iterdir()) == []
+
+
+def test_a_missing_secumail_config_is_an_error(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECUMAIL_CONFIG", str(workdir / "etc" / "secumail.toml"))
+    code, _, err = run("account", "list")
+    assert code == 1
+    assert "no such settings file (named by SECUMAIL_CONFIG)" in err
+    assert list(workdir.iterdir()) == []
+
+
+def test_init_creates_the_named_file_and_others_then_read_it(workdir: Path) -> None:
+    config = workdir / "etc" / "secumail.toml"
+    code, out, err = run("--config", str(config), "init", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert made["config_written"] is True and config.exists()
+    assert made["workers"] == "auto"
+    # init says which host name it chose and warns when the world cannot look it up
+    # (this machine's FQDN, here: whatever the test host is called).
+    assert made["hostname"] == socket.getfqdn()
+    if made["hostname_warning"]:
+        assert "warning: server.hostname:" in err
+    code, out, err = run("--config", str(config), "account", "list", "--json")
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_without_config_the_file_init_wrote_is_read(workdir: Path) -> None:
+    code, _, err = run("init")
+    assert code == 0, err
+    assert (workdir / "secumail.toml").exists()
+    code, out, _ = run("config", "show", "--json")
+    assert code == 0
+    assert json.loads(out)["server"]["data_dir"] == str(workdir / "var")
+
+
+# -- config show -----------------------------------------------------------------------
+def test_config_show_is_what_is_set_and_all_is_everything(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = workdir / "secumail.toml"
+    config.write_text('[server]\nhostname = "gw.zho.nl"\n[delivery]\nport = 2525\n')
+    monkeypatch.setenv("SECUMAIL_STORAGE__URL", "postgresql://secumail:hunter2@db/secumail")
+    code, out, _ = run("--config", str(config), "config", "show")
+    assert code == 0
+    assert out.splitlines()[:3] == [
+        'server.hostname = "gw.zho.nl"',
+        "delivery.port = 2525",
+        'storage.url = "postgresql://secumail:********@db/secumail"',
+    ]
+    assert "hunter2" not in out
+    code, out, _ = run("--config", str(config), "config", "show", "--all", "--json")
+    shown = json.loads(out)
+    assert shown["delivery"]["port"] == 2525
+    assert shown["submission"]["listen"] == ["0.0.0.0:587"]  # a default
+    assert shown["api"]["oidc"]["algorithms"] == ["RS256", "ES256"]
+    assert shown["server"]["workers"] == "auto"
+    assert "hunter2" not in out
+
+
+# -- config check ----------------------------------------------------------------------
+def test_config_check_exit_status_and_messages(workdir: Path) -> None:
+    config = workdir / "secumail.toml"
+    assert run("--config", str(config), "init")[0] == 0
+    code, out, _ = run("--config", str(config), "config", "check")
+    assert code == 0, out
+    assert "0 error(s)" in out
+
+    text = config.read_text().replace(
+        "# trust_file =   (not set)", f'trust_file = "{workdir / "extra-ca.pem"}"'
+    )
+    text = text.replace('# listen = ["0.0.0.0:587"]', 'listen = ["0.0.0.0"]')
+    config.write_text(text)
+    code, out, _ = run("--config", str(config), "config", "check", "--json")
+    assert code == 1
+    errors = json.loads(out)["errors"]
+    assert f"tls.trust_file: {workdir / 'extra-ca.pem'} does not exist" in errors
+    assert any(e.startswith("submission.listen: '0.0.0.0'") for e in errors), errors
+
+    config.write_text("[delivery]\nprot = 25\n")
+    code, out, _ = run("--config", str(config), "config", "check")
+    assert code == 1
+    assert out.startswith("error: invalid settings: delivery.prot")
+
+
+# -- a port clash names the setting ------------------------------------------------------
+@pytest.mark.parametrize("setting", ["submission.listen", "submission.listen_tls", "api.listen"])
+def test_a_port_clash_names_the_setting(workdir: Path, setting: str) -> None:
+    ports = {s: free_port() for s in ("submission.listen", "submission.listen_tls", "api.listen")}
+    config = workdir / "secumail.toml"
+    config.write_text(
+        f'[server]\nhostname = "localhost"\ndata_dir = "{workdir / "var"}"\nworkers = 1\n'
+        f'[submission]\nlisten = ["127.0.0.1:{ports["submission.listen"]}"]\n'
+        f'listen_tls = ["127.0.0.1:{ports["submission.listen_tls"]}"]\n'
+        f'[api]\nlisten = ["127.0.0.1:{ports["api.listen"]}"]\n'
+    )
+    with socket.create_server(("127.0.0.1", ports[setting])):  # someone else has the port
+        done = subprocess.run(
+            [sys.executable, "-m", "secumail.cli.main", "--config", str(config), "serve"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    assert (
+        f"secumail: {setting}: cannot listen on 127.0.0.1:{ports[setting]}: address already in "
+        f"use (change {setting} in {config})"
+    ) in done.stderr
