@@ -152,6 +152,13 @@ def test_check_parses_listen_addresses(tmp_path: Path) -> None:
     assert any(e.startswith("api.listen: '[::1]:99999'") for e in f.errors), f.errors
 
 
+def test_check_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
+    f = check_settings(_settings(tmp_path, '[api]\nplain_http = true\nlisten = ["0.0.0.0:8080"]\n'))
+    assert f.errors == ["api.plain_http: allowed on loopback only, not 0.0.0.0:8080"]
+    f = check_settings(_settings(tmp_path, '[api]\nplain_http = true\nlisten = ["127.0.0.1:8080"]\n'))
+    assert f.errors == []
+
+
 def test_check_warns_about_a_hostname_the_internet_cannot_resolve(tmp_path: Path) -> None:
     s = _settings(tmp_path, "").model_copy(deep=True)
     s.server.hostname = "gw.corp.internal"

@@ -308,6 +308,9 @@ def _check_listeners(s: Settings, f: Findings) -> None:
             if (host, port) in seen:
                 f.errors.append(f"{setting}: {entry} is also in {seen[host, port]}")
             seen[host, port] = setting
+            loopback = host.startswith("127.") or host in ("::1", "localhost")
+            if setting == "api.listen" and s.api.plain_http and not loopback:
+                f.errors.append(f"api.plain_http: allowed on loopback only, not {entry}")
             if port < 1024 and os.geteuid() != 0:
                 f.warnings.append(f"{setting}: port {port} needs root or CAP_NET_BIND_SERVICE")
     for entry in s.dns.nameservers:
