@@ -39,9 +39,10 @@ class _Section(BaseModel):
 
 
 class ServerSettings(_Section):
+    # Name in greetings, EHLO and notices (default: this host's FQDN); a public DNS name.
     hostname: str = Field(default_factory=socket.getfqdn)
-    data_dir: Path = Path("var")
-    log_level: str = "INFO"
+    data_dir: Path = Path("var")  # database, keys, certificates; relative: to the cwd
+    log_level: str = "INFO"  # logs go to stderr as logfmt lines, never message content
     # Processes (`serve --workers`): "auto" is one per core this process may run on.
     workers: int | Literal["auto"] = "auto"
 
@@ -54,8 +55,8 @@ class ServerSettings(_Section):
 
 
 class SubmissionSettings(_Section):
-    listen: list[str] = ["0.0.0.0:587"]
-    listen_tls: list[str] = ["0.0.0.0:465"]
+    listen: list[str] = ["0.0.0.0:587"]  # STARTTLS (RFC 6409): "host:port", "[v6]:port"
+    listen_tls: list[str] = ["0.0.0.0:465"]  # implicit TLS (RFC 8314)
     max_message_size: int = 35 * 1024 * 1024
     max_recipients: int = 100
     # Received fields a message may carry (Postfix's hopcount_limit); more is a mail loop.
@@ -76,12 +77,12 @@ class SubmissionSettings(_Section):
 
 class TlsSettings(_Section):
     cert_file: Path | None = None  # default: <data_dir>/tls/gateway.crt, made on first start
-    key_file: Path | None = None
+    key_file: Path | None = None  # set with cert_file (PEM)
     trust_file: Path | None = None  # extra CA bundle for outbound verification
 
 
 class DnsSettings(_Section):
-    nameservers: list[str] = []
+    nameservers: list[str] = []  # empty: the system resolver; "host" or "host:port"
     timeout: float = 5.0
     # Trust the AD bit (DNSSEC validated) in answers. Default: only when every nameserver
     # is on loopback (a local validating resolver such as unbound).
@@ -172,7 +173,7 @@ class OidcSettings(_Section):
 
 class ApiSettings(_Section):
     enabled: bool = True
-    listen: list[str] = ["0.0.0.0:8443"]
+    listen: list[str] = ["0.0.0.0:8443"]  # HTTPS: the REST API and its OAuth 2 tokens
     # Plain HTTP instead of HTTPS: only allowed when every listen address is loopback.
     plain_http: bool = False
     token_ttl: int = 900

@@ -51,7 +51,7 @@ def test_every_setting_of_the_model_is_in_the_written_file(tmp_path: Path) -> No
     }
     text = path.read_text()
     assert 'hostname = "gw.example.nl"\n' in text
-    assert '# listen = ["0.0.0.0:587"]\n' in text
+    assert '\n# listen = ["0.0.0.0:587"]  # STARTTLS' in text
     assert '# workers = "auto"' in text
     # The model's own comments come along: where to look, and why.
     assert "# Seconds between attempts for a deferred recipient" in text
