@@ -61,18 +61,36 @@ def test_a_missing_secumail_config_is_an_error(
 
 def test_init_creates_the_named_file_and_others_then_read_it(workdir: Path) -> None:
     config = workdir / "etc" / "secumail.toml"
-    code, out, err = run("--config", str(config), "init", "--json")
+    code, out, err = run("--config", str(config), "init")
     assert code == 0, err
+    assert f"config: {config} (written)" in out and config.exists()
+    # init says which host name it chose (this machine's FQDN when not set) and warns
+    # when the world cannot look it up.
+    assert f"server.hostname: {socket.getfqdn()} (this host's FQDN)" in out
+    code, out, err = run("--config", str(config), "init", "--json")
     made = json.loads(out)
-    assert made["config_written"] is True and config.exists()
+    assert (made["config_written"], made["hostname"]) == (False, socket.getfqdn())
     assert made["workers"] == "auto"
-    # init says which host name it chose and warns when the world cannot look it up
-    # (this machine's FQDN, here: whatever the test host is called).
-    assert made["hostname"] == socket.getfqdn()
-    if made["hostname_warning"]:
-        assert "warning: server.hostname:" in err
     code, out, err = run("--config", str(config), "account", "list", "--json")
     assert (code, json.loads(out)) == (0, [])
+
+
+def test_init_says_which_hostname_it_chose_and_warns_when_not_public(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SECUMAIL_SERVER__HOSTNAME", "vm7.corp.internal")
+    code, out, err = run("--config", "a.toml", "init")
+    assert code == 0, err
+    assert "server.hostname: vm7.corp.internal (from the settings)" in out
+    assert "warning: server.hostname: 'vm7.corp.internal' is under .internal" in err
+    assert 'hostname = "vm7.corp.internal"' in (workdir / "a.toml").read_text()
+
+    monkeypatch.setenv("SECUMAIL_SERVER__HOSTNAME", "relay.zho.nl")
+    code, out, err = run("--config", "b.toml", "init", "--json")
+    assert code == 0, err
+    made = json.loads(out)
+    assert (made["hostname"], made["hostname_warning"]) == ("relay.zho.nl", None)
+    assert "warning" not in err
 
 
 def test_without_config_the_file_init_wrote_is_read(workdir: Path) -> None:
