@@ -61,7 +61,8 @@ def _field_comments(cls: type) -> dict[str, tuple[list[str], list[str]]]:
             comments[row] = (tok.string.lstrip("#").strip(), beside)
     found: dict[str, tuple[list[str], list[str]]] = {}
     klass = ast.parse(source).body[0]
-    assert isinstance(klass, ast.ClassDef)
+    if not isinstance(klass, ast.ClassDef):
+        return {}
     for node in klass.body:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
