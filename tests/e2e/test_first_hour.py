@@ -82,15 +82,15 @@ def test_init_says_which_hostname_it_chose_and_warns_when_not_public(
     code, out, err = run("--config", "a.toml", "init")
     assert code == 0, err
     assert "server.hostname: vm7.corp.internal (from the settings)" in out
-    assert "warning: server.hostname: 'vm7.corp.internal' is under .internal" in err
+    assert "WARNING: server.hostname is 'vm7.corp.internal', not a public DNS name" in err
     assert 'hostname = "vm7.corp.internal"' in (workdir / "a.toml").read_text()
 
     monkeypatch.setenv("SECUMAIL_SERVER__HOSTNAME", "relay.zho.nl")
     code, out, err = run("--config", "b.toml", "init", "--json")
     assert code == 0, err
     made = json.loads(out)
-    assert (made["hostname"], made["hostname_warning"]) == ("relay.zho.nl", None)
-    assert "warning" not in err
+    assert (made["hostname"], made["warnings"]) == ("relay.zho.nl", [])
+    assert "WARNING" not in err
 
 
 def test_without_config_the_file_init_wrote_is_read(workdir: Path) -> None:

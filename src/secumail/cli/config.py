@@ -28,8 +28,8 @@ from pydantic import BaseModel, SecretStr
 from secumail.cli.output import emit
 from secumail.config import Settings, load_settings
 from secumail.errors import ConfigError
-from secumail.mail.endpoints import parse_host_port
 from secumail.mail.dns_records import hostname_problem
+from secumail.mail.endpoints import parse_host_port
 
 MASK = "********"
 
