@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email
+import json
 import time
 
 import pytest
@@ -127,6 +128,15 @@ def test_idempotency_key_never_sends_twice(api: Api, world: World) -> None:
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert again.headers.get("idempotent-replayed") == "true"
+    # the same JSON, re-serialised by another client library: other key order, white space
+    reordered = json.dumps(dict(reversed(MSG.items())), indent=2, ensure_ascii=True)
+    retried = api.post(
+        "/v1/messages",
+        content=reordered.encode(),
+        headers={"Idempotency-Key": "order-77", "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert retried.status_code == 202, retried.text
+    assert retried.json() == first.json() and retried.headers.get("idempotent-replayed") == "true"
     other = problem(
         api.post(
             "/v1/messages",
