@@ -168,7 +168,7 @@ def test_header_injection_is_refused_with_the_field(api: Api, patch: dict, field
 
 def test_sender_checks_are_the_same_as_smtp(api: Api) -> None:
     spoof = problem(api.post("/v1/messages", json={**MSG, "from": "ceo@bank.test"}), 403)
-    assert "not a verified domain" in spoof["detail"] and spoof["field"] == "from"
+    assert "bank.test is not a domain of your account" in spoof["detail"] and spoof["field"] == "from"
     api.post("/v1/suppressions", json={"address": "gone@clinic.test", "reason": "left"})
     suppressed = problem(api.post("/v1/messages", json={**MSG, "to": ["gone@clinic.test"]}), 422)
     assert "suppressed" in suppressed["detail"] and suppressed["field"] == "to"
