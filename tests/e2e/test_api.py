@@ -101,6 +101,7 @@ def test_send_structured_then_read_status_attempts_and_evidence(api: Api, world:
     assert shown["events"][1]["detail"]["dkim"], "which keys signed it"
     attempt = shown["attempts"][-1]
     assert attempt["route"] == "verified" and attempt["tls_version"] == got.tls_version
+    assert shown["recipients"][0]["attempts"] == 1
     ev = api.get(f"/v1/messages/{body['id']}/evidence/dr@clinic.test")
     assert ev.status_code == 200
     assert ev.json()["record"]["recipient"] == "dr@clinic.test"
@@ -263,3 +264,18 @@ def test_message_list_pages_with_a_cursor_and_filters(api: Api, world: World) ->
     only = api.get("/v1/messages", params={"recipient": "p1@clinic.test"}).json()
     assert [m["id"] for m in only["items"]] == [ids[1]]
     problem(api.get("/v1/messages", params={"cursor": "%%%"}), 422)
+
+
+def test_attempt_counts_agree_with_the_attempt_list(api: Api, world: World) -> None:
+    """A recipient decided without trying a server shows 0 attempts next to an empty
+    list, never `attempts: 1` beside `attempts: []`."""
+    mx = world.domain("clinic.test")
+    r = api.post("/v1/messages", json={**MSG, "to": ["dr@clinic.test", "x@does-not-exist.test"]})
+    assert r.status_code == 202, r.text
+    shown = wait_status(api, r.json()["id"], {"delivered", "bounced"})
+    by = {x["address"]: x for x in shown["recipients"]}
+    assert by["x@does-not-exist.test"]["status"] == "bounced"
+    assert by["x@does-not-exist.test"]["attempts"] == 0
+    assert by["dr@clinic.test"]["attempts"] == 1
+    assert {a["domain"] for a in shown["attempts"]} == {"clinic.test"}
+    mx.wait_for(1)

@@ -66,6 +66,8 @@ def test_null_mx_and_nonexistent_domain_bounce_at_once(
     by = {r["address"]: r for r in shown["recipients"]}
     assert by["x@nomail.test"]["enhanced"] == "5.1.10"
     assert by["y@does-not-exist.test"]["enhanced"] == "5.1.2"
+    # decided from DNS: no server was tried, and the counts say so (not 1 beside [])
+    assert [r["attempts"] for r in shown["recipients"]] == [0, 0] and shown["attempts"] == []
     assert sender_mx.wait_for(1)[0].rcpt_to == ["alice@hospital.test"]
 
 
