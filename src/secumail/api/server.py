@@ -119,6 +119,7 @@ class ApiServer:
                 host=host,
                 port=port,
                 log_level="warning",
+                log_config=None,  # uvicorn's lines go to the gateway's logfmt handler
                 access_log=False,
                 lifespan="off",
                 server_header=False,
