@@ -4,13 +4,20 @@ gateway itself (no CDN), with the right content types and a same-origin CSP."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urljoin, urlsplit
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from secumail.api.server import create_app
+from tests.harness import free_port
 
 BASE = "https://gateway.test:8443"
 
@@ -80,3 +87,38 @@ def test_docs_csp_allows_this_origin_only(client: TestClient) -> None:
     for directive, value in policy.items():
         assert "http" not in value and "*" not in value, (directive, value)
     assert r.headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian package chromium")
+def test_swagger_ui_renders_in_a_browser_cut_off_from_the_internet(tmp_path: Path) -> None:
+    """Headless Chromium, every host but loopback unresolvable (a closed network), the
+    page's CSP enforced: Swagger UI still draws the operations from /openapi.json."""
+    ctx = SimpleNamespace(
+        settings=SimpleNamespace(submission=SimpleNamespace(max_message_size=1 << 20))
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning")  # type: ignore[arg-type]
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the API did not start"
+            time.sleep(0.05)
+        browser = subprocess.run(
+            [
+                "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                f"--user-data-dir={tmp_path}",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                "--virtual-time-budget=15000", "--dump-dom",
+                f"http://127.0.0.1:{port}/docs",
+            ],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    dom = browser.stdout
+    assert 'data-path="/v1/messages"' in dom, (browser.returncode, browser.stderr[-2000:])
+    assert "Secumail API" in dom
