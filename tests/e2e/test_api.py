@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import email
+import json
 import time
 
 import pytest
@@ -100,6 +101,7 @@ def test_send_structured_then_read_status_attempts_and_evidence(api: Api, world:
     assert shown["events"][1]["detail"]["dkim"], "which keys signed it"
     attempt = shown["attempts"][-1]
     assert attempt["route"] == "verified" and attempt["tls_version"] == got.tls_version
+    assert shown["recipients"][0]["attempts"] == 1
     ev = api.get(f"/v1/messages/{body['id']}/evidence/dr@clinic.test")
     assert ev.status_code == 200
     assert ev.json()["record"]["recipient"] == "dr@clinic.test"
@@ -127,6 +129,15 @@ def test_idempotency_key_never_sends_twice(api: Api, world: World) -> None:
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert again.headers.get("idempotent-replayed") == "true"
+    # the same JSON, re-serialised by another client library: other key order, white space
+    reordered = json.dumps(dict(reversed(MSG.items())), indent=2, ensure_ascii=True)
+    retried = api.post(
+        "/v1/messages",
+        content=reordered.encode(),
+        headers={"Idempotency-Key": "order-77", "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert retried.status_code == 202, retried.text
+    assert retried.json() == first.json() and retried.headers.get("idempotent-replayed") == "true"
     other = problem(
         api.post(
             "/v1/messages",
@@ -158,7 +169,7 @@ def test_header_injection_is_refused_with_the_field(api: Api, patch: dict, field
 
 def test_sender_checks_are_the_same_as_smtp(api: Api) -> None:
     spoof = problem(api.post("/v1/messages", json={**MSG, "from": "ceo@bank.test"}), 403)
-    assert "not a verified domain" in spoof["detail"] and spoof["field"] == "from"
+    assert "bank.test is not a domain of your account" in spoof["detail"] and spoof["field"] == "from"
     api.post("/v1/suppressions", json={"address": "gone@clinic.test", "reason": "left"})
     suppressed = problem(api.post("/v1/messages", json={**MSG, "to": ["gone@clinic.test"]}), 422)
     assert "suppressed" in suppressed["detail"] and suppressed["field"] == "to"
@@ -253,3 +264,18 @@ def test_message_list_pages_with_a_cursor_and_filters(api: Api, world: World) ->
     only = api.get("/v1/messages", params={"recipient": "p1@clinic.test"}).json()
     assert [m["id"] for m in only["items"]] == [ids[1]]
     problem(api.get("/v1/messages", params={"cursor": "%%%"}), 422)
+
+
+def test_attempt_counts_agree_with_the_attempt_list(api: Api, world: World) -> None:
+    """A recipient decided without trying a server shows 0 attempts next to an empty
+    list, never `attempts: 1` beside `attempts: []`."""
+    mx = world.domain("clinic.test")
+    r = api.post("/v1/messages", json={**MSG, "to": ["dr@clinic.test", "x@does-not-exist.test"]})
+    assert r.status_code == 202, r.text
+    shown = wait_status(api, r.json()["id"], {"delivered", "bounced"})
+    by = {x["address"]: x for x in shown["recipients"]}
+    assert by["x@does-not-exist.test"]["status"] == "bounced"
+    assert by["x@does-not-exist.test"]["attempts"] == 0
+    assert by["dr@clinic.test"]["attempts"] == 1
+    assert {a["domain"] for a in shown["attempts"]} == {"clinic.test"}
+    mx.wait_for(1)

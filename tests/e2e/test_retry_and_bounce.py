@@ -66,6 +66,8 @@ def test_null_mx_and_nonexistent_domain_bounce_at_once(
     by = {r["address"]: r for r in shown["recipients"]}
     assert by["x@nomail.test"]["enhanced"] == "5.1.10"
     assert by["y@does-not-exist.test"]["enhanced"] == "5.1.2"
+    # decided from DNS: no server was tried, and the counts say so (not 1 beside [])
+    assert [r["attempts"] for r in shown["recipients"]] == [0, 0] and shown["attempts"] == []
     assert sender_mx.wait_for(1)[0].rcpt_to == ["alice@hospital.test"]
 
 
@@ -169,3 +171,21 @@ def test_hard_bounce_suppresses_the_address_for_the_account(
     assert (code, text[:5]) == (550, "5.7.1")
     assert "suppressed" in text and "No such user here" in text
     assert s.cmd("RCPT TO:<other@strict.test>")[0] == 250, "only that address"
+
+
+def test_an_overlong_reply_line_is_explained_in_words(
+    gateway: GatewayProcess, customer: Customer, world: World
+) -> None:
+    """RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets. An MX far past that is
+    named, with what it did wrong, in `message show` (and so in the sender's notice)."""
+    mx = world.domain("chatty.test")
+    mx.script("mail", "250 2.1.0 " + "x" * 70_000)
+    qid = gateway.send(customer, ["x@chatty.test"])
+    shown = gateway.wait_status(qid, {"deferred", "delivered"})
+    failed = [a for a in shown["attempts"] if a["outcome"] == "unreachable"]
+    assert failed, shown["attempts"]
+    words = "sent a reply line longer than 65536 octets to MAIL (RFC 5321 §4.5.3.1.5 allows 512)"
+    assert words in failed[0]["reply"] and failed[0]["reply"].startswith("mx10.chatty.test [")
+    assert all("Separator" not in (e["detail"].get("reply") or "") for e in shown["events"])
+    shown = gateway.wait_status(qid, {"delivered"})  # the retry meets a well-behaved reply
+    assert mx.wait_for(1)[0].rcpt_to == ["x@chatty.test"]

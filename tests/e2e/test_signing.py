@@ -110,6 +110,7 @@ def test_domain_without_published_dkim_key_is_rejected_with_a_notice(
     qid = gateway.send(customer, ["x@clinic.test"])
     shown = gateway.wait_status(qid, {"rejected"})
     assert "no published DKIM key for hospital.test" in shown["recipients"][0]["reply"]
+    assert shown["recipients"][0]["attempts"] == 0 and shown["attempts"] == [], "never tried"
     notice = sender_mx.wait_for(1)[0]
     assert b"Status: 5.7.0" in notice.data
     assert mx.received == [], "never signed with a wrong key, never sent unsigned"

@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 
+from tests.e2e.api_client import Api, problem
 from tests.e2e.raw_smtp import RawSmtp, open_session
 from tests.e2e.world import Customer, GatewayProcess, World, make_message
 from tests.harness.dns import AuthoritativeDns
@@ -96,6 +97,7 @@ class TestClosedNetwork:
         s = open_session(gateway, customer)
         code, text = s.cmd("MAIL FROM:<ceo@bank.test>")
         assert (code, text[:5]) == (550, "5.7.1")
+        assert "bank.test is not a domain of your account" in text
 
     def test_header_from_outside_verified_domains_is_refused(
         self, gateway: GatewayProcess, customer: Customer, world: World
@@ -129,8 +131,15 @@ class TestClosedNetwork:
     ) -> None:
         gateway.cli("domain", "add", "Ziekenhuis", "new-unit.test")
         s = open_session(gateway, customer)
-        code, _ = s.cmd("MAIL FROM:<alice@new-unit.test>")
-        assert code == 550
+        code, text = s.cmd("MAIL FROM:<alice@new-unit.test>")
+        assert (code, text[:5]) == (550, "5.7.1")
+        # not "not yours": the customer is told what to do
+        assert "new-unit.test is added to your account but not verified yet" in text, text
+        assert "secumail domain verify new-unit.test" in text
+        api = Api(gateway).login("Ziekenhuis")
+        body = {"from": "alice@new-unit.test", "to": ["x@clinic.test"], "subject": "s", "text": "t"}
+        refused = problem(api.post("/v1/messages", json=body), 403)
+        assert "new-unit.test is added to your account but not verified yet" in refused["detail"]
 
 
 class TestLimits:

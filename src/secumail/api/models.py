@@ -46,7 +46,13 @@ class RecipientOut(BaseModel):
     status: str
     reply: str | None = None
     enhanced: str | None = None
-    attempts: int = 0
+    attempts: int = Field(
+        0,
+        description="How often delivery to this recipient was tried: each try is in the "
+        "message's `attempts` list (one entry per mail server of its domain used or passed "
+        "over). 0 when it was decided without trying a server (a domain that does not "
+        "exist, a refusal before delivery).",
+    )
 
 
 class AcceptedOut(BaseModel):
@@ -85,7 +91,10 @@ class MessageOut(BaseModel):
     finished_at: float | None
     metadata: dict[str, str] = Field(default_factory=dict)
     recipients: list[RecipientOut]
-    attempts: list[AttemptOut] = Field(default_factory=list)
+    attempts: list[AttemptOut] = Field(
+        default_factory=list,
+        description="Every mail server tried or passed over, per recipient domain, in order.",
+    )
     events: list[EventOut] = Field(default_factory=list)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 
 from secumail.api.compose import compose, raw_recipients
 from secumail.api.context import ApiContext, Caller, count, decode_cursor, encode_cursor, require
+from secumail.api.idempotency import matches, request_digest
 from secumail.api.models import (
     AcceptedOut,
     AttemptOut,
@@ -80,7 +80,6 @@ async def send_message(
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     raw = await request.body()
     key = request.headers.get("idempotency-key")
-    digest = hashlib.sha256(ctype.encode() + b"\0" + raw).hexdigest()
     if key is not None:
         if not 1 <= len(key) <= 255 or not key.isprintable():
             raise ApiProblem(
@@ -91,7 +90,7 @@ async def send_message(
             )
         seen = await ctx.services.suppressions.idempotent(who.account.id, key)
         if seen is not None:
-            if seen[0] != digest:
+            if not matches(seen[0], ctype, raw):
                 raise ApiProblem(
                     422,
                     "idempotency-key-reused",
@@ -152,6 +151,7 @@ async def send_message(
         ],
     ).model_dump()
     if key is not None:
+        digest = request_digest(ctype, raw)
         await ctx.services.db.run(
             ctx.services.suppressions.remember_op(who.account.id, key, digest, 202, response)
         )

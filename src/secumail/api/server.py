@@ -21,6 +21,7 @@ from secumail import __version__
 from secumail.api import problems
 from secumail.api.body_limit import BodyLimit, body_bound
 from secumail.api.context import ApiContext
+from secumail.api.docs_page import add_docs
 from secumail.api.models import MessageIn
 from secumail.api.routes_admin import router as admin_router
 from secumail.api.routes_gdpr import router as gdpr_router
@@ -56,7 +57,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # add_docs: Swagger UI from this origin, not a CDN
         redoc_url=None,
     )
     app.state.ctx = ctx
@@ -69,6 +70,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(messages_router)
     app.include_router(admin_router)
     app.include_router(gdpr_router)
+    add_docs(app, "/docs")
 
     def openapi() -> dict[str, Any]:
         # The send endpoint reads its body itself (JSON or MIME); publish its JSON schema.
@@ -120,6 +122,7 @@ class ApiServer:
                 host=host,
                 port=port,
                 log_level="warning",
+                log_config=None,  # uvicorn's lines go to the gateway's logfmt handler
                 access_log=False,
                 lifespan="off",
                 server_header=False,

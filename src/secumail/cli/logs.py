@@ -29,9 +29,21 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
+    """Every log line of the process on stderr in logfmt: Secumail's own, the libraries'
+    (uvicorn's too: the API server passes no logging config of its own) and Python
+    warnings."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+
+
+def configure_command_logging() -> None:
+    """Warnings and errors of a one-shot command (not `serve`), in the same logfmt as the
+    gateway's; left alone when the host (a program calling `main()`, a test runner)
+    has configured logging already."""
+    if not logging.getLogger().handlers:
+        configure_logging("warning")

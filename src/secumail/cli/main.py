@@ -11,7 +11,7 @@ from pathlib import Path
 
 from secumail import __version__
 from secumail.cli import admin, audit, check, config, gdpr, routes, tlsrpt
-from secumail.cli.logs import configure_logging
+from secumail.cli.logs import configure_command_logging, configure_logging
 from secumail.config import load_settings
 from secumail.errors import ConfigError, SecumailError
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             return admin.serve(
                 settings, set(args.role or ["all"]), args.workers or settings.worker_count
             )
-        logging.basicConfig(level=logging.WARNING)  # no-op when the host configured logging
+        configure_command_logging()  # no-op when the host configured logging
         if args.command == "init":
             return admin.init(settings, config_path, args.json)
         return asyncio.run(admin.dispatch(settings, args))

@@ -20,6 +20,10 @@ from secumail.mail.reply import Reply, default_enhanced, split_enhanced
 from secumail.mail.smtp_data import unsafe_for_data
 
 MAX_REPLY_LINES = 100
+# RFC 5321 §4.5.3.1.5 allows 512 octets per reply line; longer lines are read (servers
+# that exceed it a little still deliver, §4.5.3.1: "no limits … to the maximum extent
+# possible"), up to this bound of what is kept in memory.
+REPLY_LINE_LIMIT = 65536
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,7 @@ class SmtpConnection:
         account explicitly allowed) carries on in plaintext when STARTTLS is not offered."""
         try:
             async with asyncio.timeout(connect_timeout):
-                reader, writer = await asyncio.open_connection(ip, port)
+                reader, writer = await asyncio.open_connection(ip, port, limit=REPLY_LINE_LIMIT)
         except TimeoutError as exc:
             raise ConnectError(f"{mx} [{ip}]: connection timed out") from exc
         except OSError as exc:
@@ -199,7 +203,7 @@ class SmtpConnection:
         try:
             async with asyncio.timeout(self.command_timeout):
                 while True:
-                    raw = await self.reader.readline()
+                    raw = await self._reply_line(command)
                     if not raw:
                         raise ConnectError(
                             f"{self.mx} [{self.ip}]: connection closed", command=command
@@ -224,6 +228,23 @@ class SmtpConnection:
         enhanced, first = split_enhanced(code, lines[0])
         rest = [split_enhanced(code, line)[1] if enhanced else line for line in lines[1:]]
         return Reply(code, enhanced or default_enhanced(code), "\n".join([first, *rest]))
+
+    async def _reply_line(self, command: str) -> bytes:
+        """One reply line with its LF (without one at the end of the stream); a line past
+        REPLY_LINE_LIMIT is a ConnectError that says so (never asyncio's "Separator is
+        not found, and chunk exceed the limit")."""
+        try:
+            return await self.reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+        except asyncio.LimitOverrunError as exc:
+            self.broken = True
+            answering = "as its greeting" if command == "connect" else f"to {command.upper()}"
+            raise ConnectError(
+                f"{self.mx} [{self.ip}] sent a reply line longer than {REPLY_LINE_LIMIT} octets "
+                f"{answering} (RFC 5321 §4.5.3.1.5 allows 512): not a valid SMTP reply",
+                command=command,
+            ) from exc
 
     def write(self, data: bytes) -> None:
         self.writer.write(data)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-from secumail.errors import AdmissionRefused, SecumailError
+from secumail.errors import AdmissionRefused, NotFound, SecumailError
 from secumail.mail.address import Address
 from secumail.mail.headers import (
     HeaderError,
@@ -101,13 +101,25 @@ class MessageAcceptor:
                 550, "5.7.1", "Null sender not allowed for submission", http=422, field="from"
             )
         if address.domain not in await self.verified_domains(account_id):
-            raise Refusal(
-                550,
-                "5.7.1",
-                f"Sender domain {address.domain} is not a verified domain of your account",
-                http=403,
-                field="from",
-            )
+            why = await self._not_sending_domain(account_id, address.domain)
+            raise Refusal(550, "5.7.1", f"Sender domain {why}", http=403, field="from")
+
+    async def _not_sending_domain(self, account_id: str, domain: str) -> str:
+        """Why `domain` (not a verified domain of the account) may not send: added but
+        not verified yet, which its owner can fix, or not the account's at all (another
+        account's domain is not told apart from an unknown one). Looked up only after
+        the cached verified-domain check failed: the accepted path costs nothing more."""
+        try:
+            known = await self.store.get_domain(domain)
+        except NotFound:
+            known = None
+        if known is None or known.account_id != account_id or known.verified_at is not None:
+            return f"{domain} is not a domain of your account"
+        command = f"`secumail domain verify {domain}`" if len(domain) <= 100 else "domain verify"
+        return (
+            f"{domain} is added to your account but not verified yet: publish its "
+            f"_secumail TXT record and run {command}"
+        )
 
     async def check_recipient(self, account_id: str, address: Address) -> None:
         found = await self.suppressions.find(account_id, str(address))
@@ -154,13 +166,8 @@ class MessageAcceptor:
         verified = await self.verified_domains(sub.account.id)
         for field, domain in shown:
             if domain not in verified:
-                raise Refusal(
-                    550,
-                    "5.7.1",
-                    f"{field}: domain {domain} is not a verified domain of your account",
-                    http=403,
-                    field=field.lower(),
-                )
+                why = await self._not_sending_domain(sub.account.id, domain)
+                raise Refusal(550, "5.7.1", f"{field}: domain {why}", http=403, field=field.lower())
         return section, author
 
     async def full(self) -> bool:

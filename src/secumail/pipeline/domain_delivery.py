@@ -57,8 +57,13 @@ class DomainReport:
         event: dict = {"reply": reply}
         if reasons:
             event["reasons"] = reasons
+        # A recipient's attempt count grows only with a try that left attempt records (a
+        # DNS failure or a downgrade deferral before any MX was chosen is an event, not
+        # an attempt): so the count never exceeds what the message's attempt list shows.
+        tried = bool(self.attempts)
         self.updates += [
-            RecipientUpdate(a, status, reply, enhanced, event=event) for a in addresses
+            RecipientUpdate(a, status, reply, enhanced, count_attempt=tried, event=event)
+            for a in addresses
         ]
         return self
 

@@ -194,6 +194,7 @@ class DeliverStage:
                 RecipientStatus.EXPIRED,
                 reply=u.reply,
                 enhanced=u.enhanced or "4.4.7",
+                count_attempt=u.count_attempt,
                 event={**u.event, "expired_after_seconds": self.settings.max_age},
             )
             if u.status is RecipientStatus.DEFERRED

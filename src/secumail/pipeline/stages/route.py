@@ -46,6 +46,7 @@ class RouteStage:
                     RecipientStatus.BOUNCED,
                     reply=reply,
                     enhanced=enhanced,
+                    count_attempt=False,  # decided from DNS: no MX was tried
                     event={"reason": reply, "domain": domain},
                 )
                 for a in addresses

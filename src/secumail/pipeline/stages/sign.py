@@ -157,6 +157,7 @@ class SignStage:
                 RecipientStatus.REJECTED,
                 reply=f"550 {enhanced} {reason}",
                 enhanced=enhanced,
+                count_attempt=False,  # refused before delivery: no MX was tried
                 event={"reason": reason},
             )
             for r in pending
