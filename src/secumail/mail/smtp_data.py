@@ -62,7 +62,7 @@ class DataReceiver:
 
     def __init__(self, max_size: int, bare_newline: BareNewline = BareNewline.NORMALIZE) -> None:
         self.max_size = max_size
-        self.normalize = BareNewline(bare_newline) is BareNewline.NORMALIZE
+        self.normalize = bare_newline == BareNewline.NORMALIZE  # a StrEnum: "normalize" too
         self.bare_lf = False  # a bare LF was seen (NORMALIZE mode)
         self.problem: DataProblem | None = None
         self.size = 0
