@@ -15,10 +15,13 @@ The module runs twice, once per mode: its gateway (module-scoped) is parametrize
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.harness import free_port
+from tests.harness.dns import AuthoritativeDns
 from tests.security.attack import (
     LISTENERS,
     accepted,
@@ -35,6 +38,19 @@ from tests.security.site import Site
 @pytest.fixture(scope="module", params=["normalize", "reject"])
 def gateway_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"submission__bare_newline": request.param}
+
+
+# A fresh fake internet per mode: a second `site` in the same DNS would give clinic.test's
+# MX host a second address, and deliveries could reach the first mode's MX.
+@pytest.fixture(scope="module")
+def dns(gateway_settings: dict[str, Any]) -> Iterator[AuthoritativeDns]:
+    with AuthoritativeDns() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mx_port(gateway_settings: dict[str, Any]) -> int:
+    return free_port()  # a new port: the MX servers of the first mode are stopped
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +272,24 @@ def test_bare_cr_in_a_command_is_refused_in_both_modes(listener: str, site: Site
     code, text = s.reply()
     assert (code, text[:5]) == (500, "5.5.2"), text
     assert s.cmd("NOOP") == (250, "2.0.0 Ok"), "one reply: nothing after the CR became a command"
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+def test_a_header_behind_a_bare_lf_is_judged_like_any_other(listener: str, site: Site, mode: str) -> None:
+    """normalize: `Subject: x<LF>Sender: <B's address>` is two header fields, and the
+    originator check sees the second (550 5.7.1): what is judged is what would be relayed.
+    reject: the bare LF itself is refused."""
+    before = accepted(site.gw)
+    mark = marker()
+    s, _head = _first(site, listener, mark)
+    s.send(
+        f"From: alice@hospital.test\r\nTo: x@clinic.test\r\nSubject: {mark}\nSender: bob@bank.test\r\n"
+        "\r\nhello\r\n.\r\n".encode()
+    )
+    code, text = s.reply()
+    if mode == "reject":
+        assert (code, text[:5]) == (554, "5.5.2"), text
+    else:
+        assert (code, text[:5]) == (550, "5.7.1"), text
+    assert accepted(site.gw) == before
+    assert received_with(mark, site.clinic) == []
