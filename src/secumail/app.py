@@ -24,6 +24,7 @@ from secumail.api.server import ApiServer, create_app
 from secumail.api.tokens import OidcVerifier, TokenError, TokenIssuer, jwks_from
 from secumail.config import Settings
 from secumail.errors import ConfigError, ListenError
+from secumail.mail.smtp_data import BareNewline
 from secumail.net.dns import Resolver
 from secumail.net.https_client import HttpsError, request
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
@@ -404,6 +405,7 @@ class Gateway:
                 max_errors=s.submission.max_errors,
                 tls_handshake_timeout=s.submission.tls_handshake_timeout,
                 max_junk_commands=s.submission.max_junk_commands,
+                bare_newline=BareNewline(s.submission.bare_newline),
             )
             self.submission = SubmissionServer(
                 policy,

@@ -73,6 +73,10 @@ class SubmissionSettings(_Section):
     auth_failure_limit: int = 5
     auth_failure_window: float = 300.0
     max_errors: int = 10
+    # A line ending in a bare LF (Postfix 3.9's smtpd_forbid_bare_newline): "normalize"
+    # takes it as CRLF, "reject" refuses it (554 5.5.2 in DATA, 500 5.5.2 for a command).
+    # Either way only CRLF "." CRLF ends the data and a bare CR is refused.
+    bare_newline: Literal["normalize", "reject"] = "normalize"
 
 
 class TlsSettings(_Section):

@@ -215,8 +215,12 @@ SMUGGLING = {
 
 @pytest.mark.parametrize("payload", SMUGGLING.values(), ids=SMUGGLING.keys())
 def test_smuggling_sequences_are_refused_not_normalised(
-    payload: bytes, gateway: GatewayProcess, customer: Customer, world: World
+    payload: bytes, make_gateway, dns: AuthoritativeDns, world: World
 ) -> None:
+    # submission.bare_newline = "reject"; normalize mode (the default) and both modes of
+    # every look-alike: tests/security/test_smtp_smuggling.py.
+    gateway = make_gateway(submission__bare_newline="reject").start()
+    customer = gateway.onboard(dns, "Ziekenhuis", "hospital.test")
     mx = world.domain("clinic.test")
     s = open_session(gateway, customer)
     s.cmd("MAIL FROM:<alice@hospital.test>")

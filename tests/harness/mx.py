@@ -54,6 +54,7 @@ class Received:
     ehlo_name: str
     client_ip: str
     rcpt_params: dict[str, dict[str, str]] = field(default_factory=dict)
+    wire: bytes = b""  # the data as sent, still dot-stuffed, without the final ".\r\n"
 
 
 @dataclass
@@ -455,6 +456,7 @@ class HarnessMx:
             if drop:
                 self.drop_after_data -= 1
         body = bytearray()
+        wire = bytearray()
         while True:
             line = await s.reader.readline()
             if not line.endswith(b"\n"):
@@ -464,6 +466,7 @@ class HarnessMx:
                 return False
             if line == b".\r\n":
                 break
+            wire += line
             body += line[1:] if line.startswith(b".") else line
         default = f"250 2.0.0 Ok: queued as H{next(self._ids):05d}"
         if len(body) > self.max_size:
@@ -480,6 +483,7 @@ class HarnessMx:
                 ehlo_name=s.ehlo_name,
                 client_ip=s.client_ip,
                 rcpt_params=dict(s.rcpt_params),
+                wire=bytes(wire),
             )
             with self._cond:
                 self.received.append(message)

@@ -40,7 +40,7 @@ from secumail.mail.mta_sts import (
     parse_txt_record,
 )
 from secumail.mail.smtp_command import CommandError, parse_command, parse_params, parse_path
-from secumail.mail.smtp_data import DataProblem, DataReceiver
+from secumail.mail.smtp_data import BareNewline, DataProblem, DataReceiver, unsafe_for_data
 from secumail.mail.status import RecipientStatus
 from secumail.mail.tlsa import TlsaError, parse_tlsa
 from secumail.pki.evidence import EvidenceKey, sign_evidence, verify_evidence
@@ -176,16 +176,19 @@ def test_domain_normalises_idempotently_or_raises_address_error(text: str) -> No
     assert all(re.fullmatch(r"(?!-)[a-z0-9-]{1,63}(?<!-)", lab) for lab in name.split("."))
 
 
-# -- DATA (RFC 5321 §4.5.2; smuggling: only CRLF.CRLF ends, bare CR/LF is refused) -----
+# -- DATA (RFC 5321 §4.5.2; smuggling: only CRLF.CRLF ends, a bare CR is refused; a bare
+# LF is refused in "reject" mode, taken as CRLF in "normalize" mode). Every DATA property
+# runs in both modes (`submission.bare_newline`).
+both_modes = pytest.mark.parametrize("mode", list(BareNewline))
 data_piece = st.sampled_from(
     [b"\r\n", b"\r", b"\n", b".", b"..", b"\r\n.\r\n", b"\r\n..\r\n", b"a", b"Subject: x", b"\x00", b"\xff"]
 ) | st.builds(lambda n, c: c * n, st.integers(995, 1003), st.sampled_from([b"a", b"."]))
 data_stream = st.lists(data_piece, max_size=20).map(b"".join)
 
 
-def _feed(data: bytes, cuts: list[int], max_size: int) -> tuple:
+def _feed(data: bytes, cuts: list[int], max_size: int, mode: BareNewline) -> tuple:
     """Feed `data` in the chunks cut at `cuts`; (problem, end offset, message)."""
-    receiver = DataReceiver(max_size)
+    receiver = DataReceiver(max_size, mode)
     bounds = [0, *sorted({c % (len(data) + 1) for c in cuts}), len(data)]
     offset = 0
     for start, stop in itertools.pairwise(bounds):
@@ -201,23 +204,48 @@ def _feed(data: bytes, cuts: list[int], max_size: int) -> tuple:
     return (receiver.problem, offset, message)
 
 
+@both_modes
 @FUZZ
 @given(data_stream, st.lists(st.integers(0, 30000), max_size=8), st.sampled_from([50, 2000, 10**6]))
 @example(b"a" * 60 + b"\r\n" + b"b" * 1000 + b"\r\n.\r\n", [61], 50)
 @example(b"x\r\n.\n.\r\n", [], 10**6)
-def test_data_result_does_not_depend_on_chunking(data: bytes, cuts: list[int], max_size: int) -> None:
-    whole = _feed(data, [], max_size)
-    assert _feed(data, cuts, max_size) == whole
-    assert _feed(data, list(range(len(data) + 1)), max_size) == whole  # one octet at a time
+@example(b"a\n" + b"b" * 998 + b"\n.\n\r\n.\r\n", [2, 1001], 2000)
+def test_data_result_does_not_depend_on_chunking(
+    mode: BareNewline, data: bytes, cuts: list[int], max_size: int
+) -> None:
+    whole = _feed(data, [], max_size, mode)
+    assert _feed(data, cuts, max_size, mode) == whole
+    assert _feed(data, list(range(len(data) + 1)), max_size, mode) == whole  # one octet at a time
 
 
+@both_modes
 @FUZZ
 @given(data_stream, st.lists(st.integers(0, 30000), max_size=8))
-def test_data_output_never_holds_a_bare_cr_or_lf(data: bytes, cuts: list[int]) -> None:
-    _problem, _offset, message = _feed(data + b"\r\n.\r\n", cuts, 10**6)
+def test_data_output_never_holds_a_bare_cr_or_lf(mode: BareNewline, data: bytes, cuts: list[int]) -> None:
+    _problem, _offset, message = _feed(data + b"\r\n.\r\n", cuts, 10**6, mode)
     if message is not None:
         assert not re.search(rb"\r(?!\n)|(?<!\r)\n", message)
         assert message == b"" or message.endswith(b"\r\n")
+        assert unsafe_for_data(message) is None  # the delivery client's last guard agrees
+
+
+@both_modes
+@FUZZ
+@given(data_stream, st.lists(st.integers(0, 30000), max_size=8))
+@example(b"x\n.\nMAIL FROM:<a@b.test>\r\n", [])
+def test_data_ends_only_at_the_first_crlf_dot_crlf_as_received(
+    mode: BareNewline, data: bytes, cuts: list[int]
+) -> None:
+    """Smuggling: no look-alike (`\\n.\\n`, `\\n.CRLF`, NUL, ...) ends the data in either
+    mode; the end is the first CRLF "." CRLF of the octets as sent, or the stream is refused."""
+    problem, offset, _message = _feed(data, cuts, 10**6, mode)
+    first = (b"\r\n" + data).find(b"\r\n.\r\n")
+    if problem is DataProblem.BARE_LINE_ENDING:
+        judged = data if first < 0 else data[: first + 3]  # what follows the end is not data
+        bare_lf_refused = mode is BareNewline.REJECT and re.search(rb"(?<!\r)\n", judged)
+        assert re.search(rb"\r(?!\n)", judged) or bare_lf_refused
+    else:
+        assert offset == (None if first < 0 else first + 3)
 
 
 text_line = st.binary(max_size=120).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")) | st.builds(
@@ -225,21 +253,49 @@ text_line = st.binary(max_size=120).map(lambda b: b.replace(b"\r", b"").replace(
 )
 
 
+@both_modes
 @FUZZ
 @given(st.lists(text_line, max_size=12), st.lists(st.integers(0, 20000), max_size=6), st.binary(max_size=20))
-def test_data_dot_stuffing_round_trips(lines: list[bytes], cuts: list[int], next_command: bytes) -> None:
+def test_data_dot_stuffing_round_trips(
+    mode: BareNewline, lines: list[bytes], cuts: list[int], next_command: bytes
+) -> None:
     """What a client sends (RFC 5321 §4.5.2: a leading dot doubled, CRLF.CRLF at the end)
     comes out exactly as written; the bytes after the end are not part of it."""
     lines = [ln[:998] for ln in lines]
     stuffed = b"".join((b"." + ln if ln.startswith(b".") else ln) + b"\r\n" for ln in lines)
     sent = stuffed + b".\r\n"
-    problem, offset, message = _feed(sent + next_command, cuts, 10**6)
+    problem, offset, message = _feed(sent + next_command, cuts, 10**6, mode)
     if b"\x00" in sent:  # RFC 5322 §2.3: refused (issue 11: NUL smuggling), read to the end
         assert problem is DataProblem.NUL and offset == len(sent)
         return
     assert problem is None
     assert offset == len(sent)
     assert message == b"".join(ln + b"\r\n" for ln in lines)
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(text_line, st.sampled_from([b"\n", b"\r\n"])), max_size=12),
+    st.lists(st.integers(0, 20000), max_size=6),
+)
+@example([(b"", b"\n"), (b".", b"\n")], [])
+def test_data_with_bare_lf_line_ends_round_trips_in_normalize_mode(
+    lines: list[tuple[bytes, bytes]], cuts: list[int]
+) -> None:
+    """A legacy client mixing LF and CRLF line ends (dot-stuffing its lines, ending with
+    CRLF.CRLF): each line comes out as written, with CRLF (Postfix 3.9 "normalize")."""
+    lines = [(ln[:998], end) for ln, end in lines]
+    stuffed = b"".join((b"." + ln if ln.startswith(b".") else ln) + end for ln, end in lines)
+    if lines and lines[-1][1] == b"\n":
+        stuffed += b"\r\n"  # the line before the end must end in CRLF: an empty line
+        lines.append((b"", b"\r\n"))
+    sent = stuffed + b".\r\n"
+    problem, offset, message = _feed(sent, cuts, 10**6, BareNewline.NORMALIZE)
+    if b"\x00" in sent:
+        assert problem is DataProblem.NUL and offset == len(sent)
+        return
+    assert (problem, offset) == (None, len(sent))
+    assert message == b"".join(ln + b"\r\n" for ln, _end in lines)
 
 
 # -- MTA-STS (RFC 8461 §3.1 record, §3.2 policy, §4.1 MX matching) -------------------

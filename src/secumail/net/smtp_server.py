@@ -3,7 +3,8 @@
 One `SubmissionSession` per connection runs the protocol; everything that needs the
 store or the pipeline is asked of a `SubmissionPolicy` (implemented in the pipeline
 layer). The session enforces the transport rules itself: no AUTH or MAIL outside TLS,
-no MAIL before AUTH, line and size limits, strict CRLF in DATA, timeouts.
+no MAIL before AUTH, line and size limits, CRLF in DATA (a bare LF taken as CRLF or
+refused, per `SessionLimits.bare_newline`; a bare CR always refused), timeouts.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from secumail.mail.smtp_command import (
     parse_command,
     parse_path,
 )
-from secumail.mail.smtp_data import DataProblem, DataReceiver
+from secumail.mail.smtp_data import BareNewline, DataProblem, DataReceiver
 from secumail.net.channel import Channel, ChannelClosed, LineTooLong
 
 log = logging.getLogger("secumail.submission")
@@ -99,6 +100,9 @@ class SessionLimits:
     # NOOP, RSET, VRFY, HELP a session may send (Postfix's smtpd_junk_command_limit): a
     # keep-alive loop must not hold a connection slot for ever.
     max_junk_commands: int = 100
+    # A bare LF in commands and DATA (Postfix 3.9's smtpd_forbid_bare_newline): taken as
+    # CRLF ("normalize") or refused ("reject"). Only CRLF "." CRLF ends the data either way.
+    bare_newline: BareNewline = BareNewline.NORMALIZE
 
 
 class _Close(Exception):
@@ -188,10 +192,15 @@ class SubmissionSession:
             self.ch.close()
 
     async def handle_line(self, line: bytes) -> None:
-        if not line.endswith(b"\r\n"):
+        if line.endswith(b"\r\n"):
+            line = line[:-2]
+        elif self.limits.bare_newline is BareNewline.NORMALIZE:
+            # Postfix 3.9 "normalize": a command line ending in a bare LF is taken as if it
+            # ended in CRLF. A CR inside the line is still refused by parse_command.
+            line = line[:-1]
+        else:
             self._error(R.NEEDS_CRLF)
             return
-        line = line[:-2]
         try:
             cmd = parse_command(line)
         except CommandError as exc:
@@ -448,7 +457,7 @@ class SubmissionSession:
             self.envelope = None
             return
         self.send(R.START_DATA)
-        receiver = DataReceiver(self.limits.max_message_size)
+        receiver = DataReceiver(self.limits.max_message_size, self.limits.bare_newline)
         self.in_data = True  # until the reply: a shutdown lets this transaction finish
         try:
             await self._receive(receiver)
@@ -470,11 +479,12 @@ class SubmissionSession:
                 chunk = await self.ch.read_some()
                 used = receiver.feed(chunk)
                 if receiver.problem is DataProblem.BARE_LINE_ENDING:
+                    what = "CR" if receiver.normalize else "CR or LF"
                     self.send(
                         Reply(
                             554,
                             "5.5.2",
-                            "Bare CR or LF in message data refused (RFC 5321 §2.3.8); closing connection",
+                            f"Bare {what} in message data refused (RFC 5321 §2.3.8); closing connection",
                         )
                     )
                     raise _Close
