@@ -25,10 +25,19 @@ system-deps:
 lint: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## make test: set up and pass the whole suite.
 test: venv system-deps lint
 	$(BIN)/pytest -q
+
+## make unit: the tests that need no running gateway (seconds to a minute).
+unit: venv
+	$(BIN)/pytest -q -m "not e2e" tests/unit
+
+## make e2e: the real `secumail serve` against the fake internet (e2e, integration, security).
+e2e: venv system-deps
+	$(BIN)/pytest -q tests/e2e tests/integration tests/security
 
 ## make bench: Secumail vs Postfix+OpenDKIM side by side (root; ~9 min; BENCH_ARGS=--quick ~70 s).
 bench: venv system-deps

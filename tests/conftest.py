@@ -69,3 +69,11 @@ def validating_resolver(signed_dns: SignedZoneDns) -> Iterator[ValidatingResolve
     """
     with ValidatingResolver.in_front_of(signed_dns) as resolver:
         yield resolver
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `e2e` marker on every test that starts the real `secumail serve` (through the
+    `gateway`, `make_gateway` or `site` fixtures): `pytest -m "not e2e"` is the fast set."""
+    for item in items:
+        if {"gateway", "make_gateway", "site"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

@@ -43,7 +43,8 @@ def txt_strings(value: str) -> list[str]:
     """`value` as character-strings of at most 255 octets (UTF-8), never splitting a
     character. An empty value is one empty string."""
     out: list[str] = []
-    current, size = [], 0
+    current: list[str] = []
+    size = 0
     for char in value:
         n = len(char.encode("utf-8"))
         if size + n > MAX_STRING:

@@ -53,13 +53,13 @@ def parse_header_section(message: bytes) -> HeaderSection:
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 raise HeaderError("header section starts with a continuation line")
-            name, value = fields[-1]
-            fields[-1] = (name, value + " " + _decode(line).strip())
+            last_name, last_value = fields[-1]
+            fields[-1] = (last_name, last_value + " " + _decode(line).strip())
             continue
-        name, sep, value = line.partition(b":")
-        if not sep or not _FIELD_NAME.match(name):
+        raw_name, sep, raw_value = line.partition(b":")
+        if not sep or not _FIELD_NAME.match(raw_name):
             raise HeaderError("malformed header field")
-        fields.append((name.decode("ascii"), _decode(value).strip()))
+        fields.append((raw_name.decode("ascii"), _decode(raw_value).strip()))
     return HeaderSection(fields, body_offset)
 
 

@@ -168,7 +168,7 @@ def _content_type(fields: list[bytes], default: bytes) -> tuple[bytes, dict[str,
     media = value.split(";", 1)[0].strip().lower()
     if "/" not in media:
         return default, {}  # RFC 2045 §5.2: an invalid Content-Type means the default
-    params = {}
+    params: dict[str, str] = {}
     for m in _PARAM.finditer(value[len(value.split(";", 1)[0]) :]):
         v = m.group(2)
         if v.startswith('"'):
