@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 HIGH_WATER = 256 * 1024
 
@@ -26,7 +27,7 @@ class LineTooLong(Exception):
 
 
 class Channel(asyncio.Protocol):
-    def __init__(self, on_open: Callable[[Channel], Awaitable[None]]) -> None:
+    def __init__(self, on_open: Callable[[Channel], Coroutine[Any, Any, None]]) -> None:
         self._on_open = on_open
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()

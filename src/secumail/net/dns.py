@@ -11,6 +11,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -34,12 +35,12 @@ class _Memo:
 
     expires: float
     ttl: float
-    records: list | None
+    records: list[Any] | None
     secure: bool
 
     @classmethod
     def negative(
-        cls, records: list | None, secure: bool, response: dns.message.Message | None
+        cls, records: list[Any] | None, secure: bool, response: dns.message.Message | None
     ) -> _Memo:
         """An absence, kept for the negative TTL: the SOA's TTL capped by its MINIMUM
         field (RFC 2308 §5); not kept when the response has no SOA."""
@@ -50,7 +51,7 @@ class _Memo:
                 break
         return cls(time.time() + ttl, ttl, records, secure)
 
-    def result(self, name: str) -> tuple[list, bool]:
+    def result(self, name: str) -> tuple[list[Any], bool]:
         if self.records is None:
             raise DnsPermanentError(f"{name}: no such domain (NXDOMAIN)")
         return list(self.records), self.secure
@@ -128,10 +129,10 @@ class Resolver:
     def _secure(self, response: dns.message.Message | None) -> bool:
         return self.trust_ad and response is not None and bool(response.flags & dns.flags.AD)
 
-    async def _query(self, name: str, rdtype: str) -> list:
+    async def _query(self, name: str, rdtype: str) -> list[Any]:
         return (await self._query_secure(name, rdtype))[0]
 
-    async def _query_secure(self, name: str, rdtype: str) -> tuple[list, bool]:
+    async def _query_secure(self, name: str, rdtype: str) -> tuple[list[Any], bool]:
         key = (name, rdtype)
         memo = self._answers.get(key)
         now = time.time()
@@ -166,7 +167,7 @@ class Resolver:
         try:
             answer = await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN as exc:
-            response = next(iter(exc.responses().values()), None)
+            response = next(iter(exc.responses().values()), None)  # type: ignore[no-untyped-call]
             memo = _Memo.negative(None, self._secure(response), response)
         except dns.resolver.NoAnswer as exc:
             response = exc.kwargs.get("response")

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 from secumail.errors import ConnectError, InsecureRoute, SmtpReplyError
 from secumail.mail.reply import Reply, default_enhanced, split_enhanced
@@ -63,7 +64,7 @@ def _buffered(reader: asyncio.StreamReader) -> int:
     return len(buffer)
 
 
-def _subject(cert: dict) -> str:
+def _subject(cert: dict[str, Any]) -> str:
     parts = []
     for rdn in cert.get("subject", ()):
         for key, value in rdn:
