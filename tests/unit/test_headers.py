@@ -210,3 +210,11 @@ def test_injected_field_names_the_field() -> None:
         b"From: a@good.test\r\nX-Tag: =?utf-8?q?a=0D=0ABcc:_x@evil.test?=\r\n\r\n"
     )
     assert injected_field(bad) == "X-Tag"
+
+
+def test_the_author_read_once_gives_the_same_originators() -> None:
+    section = parse_header_section(
+        b'From: "boss@other.test" <a@good.test>\r\nSender: s@good.test\r\n\r\nbody'
+    )
+    author = single_from_address(section)
+    assert originator_domains(section, author) == originator_domains(section)

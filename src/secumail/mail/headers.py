@@ -100,13 +100,16 @@ def injected_field(section: HeaderSection) -> str | None:
     return None
 
 
-def originator_domains(section: HeaderSection) -> list[tuple[str, str]]:
+def originator_domains(
+    section: HeaderSection, author: Address | None = None
+) -> list[tuple[str, str]]:
     """(field, domain) for every domain an originator field shows a reader.
 
     That is the domain of each address of From, Sender, Resent-From and Resent-Sender,
     and of each address written into their display names or comments (after RFC 2047
     decoding): `"boss@other.test" <me@mine.test>` shows other.test to the reader. Raises
     HeaderError for a field that is not a valid mailbox (list), or a second Sender.
+    `author`: the From mailbox, when `single_from_address` already read it (not read twice).
     """
     found: list[tuple[str, str]] = []
     senders = 0
@@ -118,8 +121,12 @@ def originator_domains(section: HeaderSection) -> list[tuple[str, str]]:
         if senders > 1:
             raise HeaderError("message must have at most one Sender header field")
         try:
-            single = field in SINGLE_MAILBOX_ORIGINATORS
-            mailboxes = [named_mailbox_of(value)] if single else mailbox_list_of(value)
+            if field == "From" and author is not None:
+                mailboxes = [("", author)]
+            elif field in SINGLE_MAILBOX_ORIGINATORS:
+                mailboxes = [named_mailbox_of(value)]
+            else:
+                mailboxes = mailbox_list_of(value)
         except HeaderError as exc:
             raise HeaderError(f"{field} {exc}") from exc
         found.extend((field, address.domain) for _display, address in mailboxes)

@@ -140,7 +140,7 @@ class MessageAcceptor:
         try:
             section = parse_header_section(sub.message)
             author = single_from_address(section)
-            shown = originator_domains(section)
+            shown = originator_domains(section, author)
         except HeaderError as exc:
             raise Refusal(550, "5.7.1", f"Message refused: {exc}", http=422, field="from") from exc
         hops = len(section.get_all("Received"))
