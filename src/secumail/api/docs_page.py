@@ -74,7 +74,7 @@ def add_docs(app: FastAPI, path: str = "/docs") -> None:
     """The Swagger UI page at `path` and its assets under `path`/assets/."""
     assert app.openapi_url is not None
     assets = f"{path}/assets"
-    html = get_swagger_ui_html(
+    html_bytes = get_swagger_ui_html(
         openapi_url=app.openapi_url,
         title=f"{app.title} - Swagger UI",
         swagger_js_url=f"{assets}/swagger-ui-bundle.js",
@@ -83,7 +83,8 @@ def add_docs(app: FastAPI, path: str = "/docs") -> None:
         oauth2_redirect_url=None,
         # no badge that would send the schema to the public validator
         swagger_ui_parameters={"validatorUrl": None},
-    ).body.decode()
+    ).body
+    html = bytes(html_bytes).decode()
     headers = _page_headers(html)
     static = _static_dir()
 

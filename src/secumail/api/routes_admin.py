@@ -264,7 +264,7 @@ async def list_webhooks(
     ctx: ApiContext = request.app.state.ctx
     return [
         WebhookOut(id=h.id, url=h.url, events=list(h.events), created_at=h.created_at)
-        for h in await ctx.services.webhooks.list(who.account.id)
+        for h in await ctx.services.webhooks.subscriptions(who.account.id)
     ]
 
 

@@ -116,7 +116,7 @@ class ApiServer:
                 raise ConfigError(f"api.plain_http is allowed on loopback only, not {entry}")
             # The API's TLS is the SMTP listeners' (net/tls.server_context): same versions,
             # suites and groups, never uvicorn's defaults.
-            tls = {} if plain_http else {"ssl_context_factory": _tls_factory(cert_file, key_file)}
+            tls_factory = None if plain_http else _tls_factory(cert_file, key_file)
             config = uvicorn.Config(
                 app,
                 host=host,
@@ -128,7 +128,7 @@ class ApiServer:
                 server_header=False,
                 proxy_headers=False,
                 timeout_graceful_shutdown=3,  # idle TLS keep-alives must not hold up SIGTERM
-                **tls,
+                ssl_context_factory=tls_factory,
             )
             self.servers.append(uvicorn.Server(config))
 

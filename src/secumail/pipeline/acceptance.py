@@ -60,7 +60,7 @@ class Submission:
     via: str  # "ESMTPSA" | "HTTPS"
     smtputf8: bool = False
     requiretls: bool = False
-    metadata: dict | None = None
+    metadata: dict[str, str] | None = None
     # The SMTP session checked the sender at MAIL and each recipient at RCPT a moment
     # ago (refusing those that failed): not checked again here.
     envelope_checked: bool = False

@@ -34,7 +34,7 @@ class DomainCheck:
     verified: bool
     dkim_published: bool
     owned: bool
-    checks: list[dict]
+    checks: list[dict[str, object]]
 
 
 class DomainSetup:
@@ -59,12 +59,12 @@ class DomainSetup:
         """Why `server.hostname` cannot stand in records others look up (None: it can)."""
         return hostname_problem(self.hostname)
 
-    async def add(self, account_id: str, name: str) -> tuple[Domain, list[dict]]:
+    async def add(self, account_id: str, name: str) -> tuple[Domain, list[dict[str, object]]]:
         domain = await self.store.add_domain(account_id, name)
         await self.keyring.ensure_keys(name)
         return domain, await self.records(name, domain.token)
 
-    async def records(self, domain: str, token: str | None) -> list[dict]:
+    async def records(self, domain: str, token: str | None) -> list[dict[str, object]]:
         """Every DNS record the customer publishes for `domain`, required ones first. Each
         has the plain `value` (web forms), `rdata` (quoted strings of at most 255 octets)
         and `zone`, a line for a zone file."""
@@ -154,12 +154,12 @@ class DomainSetup:
                     "found": found,
                 }
             )
-        dkim_ok = any(c["ok"] for c in checks if c["what"].startswith("DKIM"))
+        dkim_ok = any(c["ok"] for c in checks if str(c["what"]).startswith("DKIM"))
         verified = owned or (domain is not None and domain.verified)
         return DomainCheck(name, verified, dkim_ok, owned, checks)
 
 
-def _record(name: str, value: str, purpose: str, *, required: bool = False) -> dict:
+def _record(name: str, value: str, purpose: str, *, required: bool = False) -> dict[str, object]:
     return {
         "name": name,
         "type": "TXT",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -62,7 +63,7 @@ class MxProbe:
     certificate: CertificateView | None = None
     matched: str | None = None  # TLSA record / MTA-STS policy id that authenticated it
     requiretls: bool | None = None
-    dnssec: dict = field(default_factory=dict)
+    dnssec: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,11 +74,11 @@ class CheckResult:
     method: str | None
     reasons: list[str]
     mx: list[MxProbe] = field(default_factory=list)
-    dnssec: dict = field(default_factory=dict)
-    mta_sts: dict = field(default_factory=dict)
+    dnssec: dict[str, object] = field(default_factory=dict)
+    mta_sts: dict[str, object] = field(default_factory=dict)
     checked_at: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -140,7 +141,7 @@ class Preflight:
         account: Account | None = None,
         *,
         concurrency: int = 8,
-        progress=None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> list[CheckResult]:
         """Every target, domains probed concurrently; `progress(done, total)` after each."""
         gate = asyncio.Semaphore(concurrency)

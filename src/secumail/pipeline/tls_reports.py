@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from secumail.errors import DeliveryError, DnsError
 from secumail.mail.ids import new_message_id
@@ -22,6 +24,7 @@ from secumail.mail.tlsrpt import (
     FailureDetail,
     PolicyType,
     ReportPolicy,
+    TlsReport,
     TlsReportBuilder,
     TlsRptError,
     gzip_report,
@@ -46,7 +49,7 @@ class TlsReporter:
         intake: Intake,
         *,
         gateway_domain: str,
-        trust_file,
+        trust_file: Path | None,
         https_port: int | None = None,
         timeout: float = 60.0,
     ) -> None:
@@ -105,7 +108,9 @@ class TlsReporter:
         log.info("TLS report %s for %s: %s", day, domain, outcome)
         return day, domain, outcome
 
-    async def _send_to(self, rua: str, report, domain: str, report_id: str, start: datetime) -> str:
+    async def _send_to(
+        self, rua: str, report: TlsReport, domain: str, report_id: str, start: datetime
+    ) -> str:
         if rua.startswith("mailto:"):
             to = rua[len("mailto:") :].split("?", 1)[0]
             qid = new_message_id()
@@ -160,7 +165,7 @@ class TlsReporter:
         return f"{rua}: unsupported scheme"
 
 
-def _policy(row) -> ReportPolicy:
+def _policy(row: sqlite3.Row) -> ReportPolicy:
     lines = tuple(json.loads(row["policy_string"]))
     policy_type = PolicyType(row["policy_type"])
     if policy_type is PolicyType.STS:

@@ -20,6 +20,8 @@ import hmac
 import json
 import logging
 import time
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from secumail.errors import DnsError
@@ -27,7 +29,7 @@ from secumail.mail.ip_scope import is_public
 from secumail.net.dns import Resolver
 from secumail.net.https_client import HttpsError, request
 from secumail.net.tls import verifying_client_context
-from secumail.store.webhooks import WebhookDelivery, WebhookStore
+from secumail.store.webhooks import Webhook, WebhookDelivery, WebhookStore
 
 log = logging.getLogger("secumail.webhooks")
 
@@ -65,7 +67,7 @@ class WebhookDispatcher:
         store: WebhookStore,
         resolver: Resolver,
         *,
-        trust_file,
+        trust_file: Path | None,
         allow_private: bool,
         port_override: int | None = None,
         timeout: float = 10.0,
@@ -88,8 +90,8 @@ class WebhookDispatcher:
 
     async def collect(self) -> int:
         """Turn new events into deliveries for the subscriptions that want them."""
-        hooks: dict[str, list] = {}
-        for h in await self.store.list():
+        hooks: dict[str, list[Webhook]] = {}
+        for h in await self.store.subscriptions():
             hooks.setdefault(h.account_id, []).append(h)
         if not hooks:
             # Nobody subscribed: events of this time are not for later subscriptions either.
@@ -137,7 +139,7 @@ class WebhookDispatcher:
         return len(out)
 
     @staticmethod
-    def _for(hooks: list, payload: dict) -> list[tuple[str, str, str, str]]:
+    def _for(hooks: list[Webhook], payload: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         return [
             (h.id, payload["id"], payload["type"], body)

@@ -9,14 +9,19 @@ can be taken offline.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from secumail.config import PkiSettings
 from secumail.errors import ConfigError
 from secumail.pki.ca import CertificateAuthority
 from secumail.pki.evidence import EvidenceKey
 
+if TYPE_CHECKING:
+    from secumail.pki.pkcs11_signer import Pkcs11Signer
+    from secumail.pki.pkcs11_token import Pkcs11Config
 
-def hsm_config(pki: PkiSettings):
+
+def hsm_config(pki: PkiSettings) -> Pkcs11Config:
     from secumail.pki.pkcs11_token import Pkcs11Config
 
     if not pki.pkcs11_token:
@@ -28,7 +33,7 @@ def hsm_config(pki: PkiSettings):
     return Pkcs11Config.with_pin_from(pki.pkcs11_module, pki.pkcs11_token, env=pki.pkcs11_pin_env)
 
 
-def _hsm_signer(pki: PkiSettings, label: str, key_type: str, *, create: bool):
+def _hsm_signer(pki: PkiSettings, label: str, key_type: str, *, create: bool) -> Pkcs11Signer:
     from secumail.pki.pkcs11_signer import generate_keypair, open_signer
 
     config = hsm_config(pki)

@@ -45,6 +45,19 @@ except ImportError:  # python-pkcs11 is optional: only installations with an HSM
 
 log = logging.getLogger("secumail.pkcs11")
 
+__all__ = [
+    "Pkcs11Config",
+    "ThreadSession",
+    "TokenSessions",
+    "describe",
+    "load_module",
+    "module_gate",
+    "module_path",
+    "p11",
+    "pin_from",
+    "pkcs11",
+]
+
 T = TypeVar("T")
 
 

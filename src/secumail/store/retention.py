@@ -44,7 +44,7 @@ class PurgeReport:
             self.messages + self.webhook_deliveries + self.account_events + self.idempotency_keys
         )
 
-    def as_detail(self) -> dict:
+    def as_detail(self) -> dict[str, int]:
         return {
             "messages": self.messages,
             "recipients": self.recipients,

@@ -88,7 +88,7 @@ class WebhookStore:
         )
         return hook
 
-    async def list(self, account_id: str | None = None) -> list[Webhook]:
+    async def subscriptions(self, account_id: str | None = None) -> list[Webhook]:
         def op(c: sqlite3.Connection) -> list[sqlite3.Row]:
             if account_id is None:
                 return c.execute("SELECT * FROM webhooks").fetchall()
@@ -129,7 +129,7 @@ class WebhookStore:
 
     async def new_events(
         self, after_message_event: int, after_account_event: int, limit: int = 500
-    ):
+    ) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
         """Message events (recipient statuses) and account events after the cursors."""
 
         def op(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
