@@ -533,9 +533,9 @@ class Gateway:
                 await t
         for stage in self.stages:
             await stage.close()
+        await self.services.bus.close()
         # Let a batch in flight (or one waiting for another worker's transaction) finish
         # on this loop before the blocking close.
-        await self.services.bus.close()
         await self.services.db.drain()
         self.services.close()
         log.info("stopped")

@@ -127,9 +127,11 @@ class Bus(Protocol):
     writes to the store first, then publish the follow-ups (with a deduplication id per
     job and stage, so a repeat is dropped), then acknowledge the settled job. A crash
     between the steps repeats a stage, never loses one; the stages are idempotent
-    (DESIGN.md), so a repeat finds its effects recorded and does no harm. Whether the
-    claim was stale shows at the acknowledgement, after the writes: hence the rule above
-    that a stale claim's writes are committed too.
+    (DESIGN.md), so a repeat finds its effects recorded and does no harm. Such a bus
+    learns that a claim is stale late — at the acknowledgement, after the writes — hence
+    the rule above that a stale claim's writes are committed too; to publish no
+    follow-ups for a stale claim it checks the claim in the writes' own transaction
+    (e.g. a claim token kept in the store), as the embedded bus does.
     """
 
     @property
