@@ -31,9 +31,10 @@ lint: venv
 test: venv system-deps lint
 	$(BIN)/pytest -q
 
-## make unit: the tests that need no running gateway (seconds to a minute).
+## make unit: the tests that need no running gateway (seconds to a minute), and the bus
+## contract (tests/contract: what every bus implementation must do).
 unit: venv
-	$(BIN)/pytest -q -m "not e2e" tests/unit
+	$(BIN)/pytest -q -m "not e2e" tests/unit tests/contract
 
 ## make e2e: the real `secumail serve` against the fake internet (e2e, integration, security).
 e2e: venv system-deps

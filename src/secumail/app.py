@@ -31,6 +31,7 @@ from secumail.net.smtp_server import SessionLimits, SubmissionServer
 from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
 from secumail.pipeline.acceptance import MessageAcceptor
 from secumail.pipeline.auth_throttle import AuthThrottle
+from secumail.pipeline.bus import Bus
 from secumail.pipeline.domain_setup import DomainSetup
 from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
 from secumail.pipeline.intake import Intake
@@ -134,7 +135,7 @@ class Services:
         self.keyring = DkimKeyring(self.signing, master)
         self._master = master
         self.audit = AuditLog(self.db, master)
-        self.bus = EmbeddedBus(
+        self.bus: Bus = EmbeddedBus(
             self.db,
             bound=settings.bus.queue_bound,
             lease=settings.bus.lease,
@@ -532,6 +533,7 @@ class Gateway:
                 await t
         for stage in self.stages:
             await stage.close()
+        await self.services.bus.close()
         # Let a batch in flight (or one waiting for another worker's transaction) finish
         # on this loop before the blocking close.
         await self.services.db.drain()

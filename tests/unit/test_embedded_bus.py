@@ -166,7 +166,7 @@ def test_settle_is_atomic(bus_db: Database) -> None:
         await bus.publish("route", Job("M1"))
         (c,) = await bus.claim("route", 10)
         with pytest.raises(RuntimeError):
-            await bus.settle(c, [Publish("sign", Job("M1"))], also=[fail])
+            await bus.settle(c, [Publish("sign", Job("M1"))], writes=[fail])
         assert await bus.depths() == {"route": 1}
         assert await bus.claim("sign", 10) == []
 
@@ -181,7 +181,7 @@ def test_publish_with_a_failing_write_publishes_nothing(bus_db: Database) -> Non
 
     async def main() -> None:
         with pytest.raises(RuntimeError):
-            await bus.publish("route", Job("M1"), also=[fail])
+            await bus.publish("route", Job("M1"), writes=[fail])
         assert await bus.depths() == {}
 
     run(main)

@@ -29,9 +29,9 @@ class CountingBus(EmbeddedBus):
         self.claimed_from += [queue] * len(got)
         return got
 
-    async def settle(self, claimed, then, also=()):
+    async def settle(self, claimed, then, writes=()):
         self.settled_in.append(claimed.queue)
-        return await super().settle(claimed, then, also)
+        return await super().settle(claimed, then, writes)
 
 
 class Scripted:
@@ -273,13 +273,18 @@ def test_writes_a_stage_leaves_are_dropped_when_it_fails_itself(bus_db: Database
 def test_writes_are_kept_when_the_lease_lapsed_meanwhile(bus_db: Database) -> None:
     """A worker whose lease ran out while it delivered still writes what it did (the
     delivery, its evidence): the worker that took the job over must find it."""
+    bus = EmbeddedBus(bus_db, bound=100, lease=0.05)  # lapses before the first renewal
+    other = EmbeddedBus(bus_db, bound=100, lease=60)  # another worker on the same file
+    taken_over: list[object] = []
 
-    class Lapsed(EmbeddedBus):
-        async def settle(self, claimed, then, also=()):
-            return False  # another worker holds the job now
+    class SlowDeliver(LeavesWrites):
+        async def handle(self, job: Job) -> StageResult:
+            while not taken_over:
+                taken_over.extend(await other.claim("deliver", 1))
+                await asyncio.sleep(0.01)
+            return await super().handle(job)
 
-    bus = Lapsed(bus_db, bound=100, lease=60)
-    deliver = LeavesWrites("deliver")
+    deliver = SlowDeliver("deliver")
     deliver.answers["M1"] = StageResult.done()
 
     async def main() -> None:
@@ -287,10 +292,10 @@ def test_writes_are_kept_when_the_lease_lapsed_meanwhile(bus_db: Database) -> No
         await bus.publish("deliver", Job("M1"))
 
         async def body() -> None:
-            await until(lambda: deliver.seen)
-            await asyncio.sleep(0.1)
+            await until(lambda: _marks(bus_db))
 
         await run_all(rs, body)
+        assert await bus.depths() == {"deliver": 1}, "the other worker still has the job"
 
     asyncio.run(main())
     assert _marks(bus_db) == ["M1"]

@@ -1,7 +1,9 @@
 """The embedded bus: durable queues in the SQLite file, for the one-process deployment.
 
 Rows in `jobs` are the queue entries. Claiming sets a lease; settling deletes the row and
-inserts its successors in the same transaction (group-committed with everything else).
+inserts its successors in the same transaction (group-committed with everything else),
+together with the caller's store writes: the queues and the store share the file, so the
+`Bus` contract's writes are simply part of the transaction.
 Consumers in this process are woken at once by publishes; others poll once a second.
 """
 
@@ -13,10 +15,14 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from secumail.pipeline.bus import Claimed, Job, Publish
+from secumail.pipeline.bus import Claimed, Job, Publish, StoreWrites
 from secumail.store.database import Database
+
+if TYPE_CHECKING:
+    from secumail.pipeline.bus import Bus
 
 BUS_SCHEMA = [
     # AUTOINCREMENT: an id is never reused, so nothing said about a finished job can
@@ -38,8 +44,6 @@ BUS_SCHEMA = [
 
 POLL = 1.0
 DEPTH_CACHE = 0.2
-
-Op = Callable[[sqlite3.Connection], object]
 
 
 def _insert(
@@ -65,6 +69,8 @@ def _insert(
 
 
 class EmbeddedBus:
+    """The `Bus` on the gateway's SQLite file (the one-process deployment)."""
+
     def __init__(
         self,
         db: Database,
@@ -91,7 +97,7 @@ class EmbeddedBus:
             ev = self._events[queue] = asyncio.Event()
         return ev
 
-    def announce(self, publishes: list[Publish], *, wake: bool = True) -> None:
+    def _announce(self, publishes: Sequence[Publish], *, wake: bool = True) -> None:
         """Count new jobs (ready work counts jobs in hand too) and wake their consumers;
         `wake` off for jobs already claimed by this process."""
         for p in publishes:
@@ -101,24 +107,35 @@ class EmbeddedBus:
                 if wake:
                     self._event(p.queue).set()
 
-    def publish_op(self, publish: Publish, also: list[Op], claim: str = "") -> Op:
+    def _publish_op(
+        self, publish: Publish, writes: StoreWrites, claim: str = ""
+    ) -> Callable[[sqlite3.Connection], int]:
         """One transaction: the caller's writes, then the queue entry; the op returns its
         id. With `claim` (a token) the job is born claimed by this process under that
         token (a local consumer takes it straight from the publisher, with no claim round
         trip); should the process die, the lease runs out and any worker claims it."""
 
         def op(c: sqlite3.Connection) -> int:
-            for fn in also:
+            for fn in writes:
                 fn(c)
             now = time.time()
             return _insert(c, publish, now, now + self.lease if claim else 0.0, claim)
 
         return op
 
-    async def publish(self, queue: str, job: Job, delay: float = 0.0, also: list[Op] = ()) -> None:
+    async def publish(
+        self, queue: str, job: Job, delay: float = 0.0, writes: StoreWrites = ()
+    ) -> None:
         p = Publish(queue, job, delay)
-        await self.db.run(self.publish_op(p, list(also)))
-        self.announce([p])
+        await self.db.run(self._publish_op(p, writes))
+        self._announce([p])
+
+    async def publish_claimed(self, queue: str, job: Job, writes: StoreWrites = ()) -> Claimed:
+        p = Publish(queue, job)
+        token = secrets.token_hex(8)
+        job_id = await self.db.run(self._publish_op(p, writes, claim=token))
+        self._announce([p], wake=False)
+        return Claimed(job_id, queue, job, 1, token)
 
     async def claim(self, queue: str, limit: int) -> list[Claimed]:
         token = secrets.token_hex(8)
@@ -165,18 +182,22 @@ class EmbeddedBus:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event(queue).wait(), timeout)
 
-    async def settle(self, claimed: Claimed, then: list[Publish], also: list[Op] = ()) -> bool:
-        """Remove the job and publish what follows, in one step; False (nothing done) when
-        this claim no longer holds the job (its lease ran out and it was claimed again)."""
+    async def settle(
+        self, claimed: Claimed, then: Sequence[Publish], writes: StoreWrites = ()
+    ) -> bool:
+        """Remove the job and publish what follows, with the writes, in one transaction;
+        False (only the writes done) when this claim no longer holds the job (its lease
+        ran out and it was claimed again)."""
 
         def op(c: sqlite3.Connection) -> bool:
             now = time.time()
-            if not c.execute(
+            held = c.execute(
                 "DELETE FROM jobs WHERE id = ? AND token = ?", (claimed.id, claimed.token)
-            ).rowcount:
-                return False
-            for fn in also:
+            ).rowcount
+            for fn in writes:
                 fn(c)
+            if not held:
+                return False
             for p in then:
                 _insert(c, p, now)
             return True
@@ -185,27 +206,31 @@ class EmbeddedBus:
             return False
         self._depths[claimed.queue] = max(0, self._depths.get(claimed.queue, 1) - 1)
         self._ready = max(0, self._ready - 1)
-        self.announce(then)
+        self._announce(then)
         return True
 
-    async def retry(self, claimed: Claimed, delay: float, payload: dict | None = None) -> None:
-        def op(c: sqlite3.Connection) -> None:
+    async def retry(
+        self, claimed: Claimed, delay: float, payload: dict[str, Any] | None = None
+    ) -> bool:
+        def op(c: sqlite3.Connection) -> bool:
             if payload is None:
-                c.execute(
+                cur = c.execute(
                     "UPDATE jobs SET available_at = ?, lease_until = 0 WHERE id = ? AND token = ?",
                     (time.time() + delay, claimed.id, claimed.token),
                 )
             else:
-                c.execute(
+                cur = c.execute(
                     "UPDATE jobs SET available_at = ?, lease_until = 0, payload = ? WHERE id = ? AND token = ?",
                     (time.time() + delay, json.dumps(payload), claimed.id, claimed.token),
                 )
+            return cur.rowcount > 0
 
-        await self.db.run(op)
-        if delay <= 0:
+        held = await self.db.run(op)
+        if held and delay <= 0:
             self._event(claimed.queue).set()
+        return held
 
-    async def renew(self, claimed: list[Claimed]) -> None:
+    async def renew(self, claimed: Sequence[Claimed]) -> None:
         if not claimed:
             return
         held = [(c.id, c.token) for c in claimed]
@@ -273,3 +298,15 @@ class EmbeddedBus:
         return self._ready >= self.bound or (
             self.max_wait > 0 and self._oldest_wait > self.max_wait
         )
+
+    async def close(self) -> None:
+        """Wake whoever waits (they find the queues as they are); the database belongs
+        to the composition root, which closes it."""
+        for ev in self._events.values():
+            ev.set()
+
+
+if TYPE_CHECKING:
+
+    def _an_embedded_bus_is_a_bus(bus: EmbeddedBus) -> Bus:
+        return bus  # mypy: EmbeddedBus implements the Bus Protocol exactly

@@ -12,14 +12,13 @@ and any worker takes it.
 
 from __future__ import annotations
 
-import secrets
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from secumail.errors import AdmissionRefused
 from secumail.mail.ids import new_message_id
-from secumail.pipeline.bus import Claimed, Job, Publish
-from secumail.pipeline.embedded_bus import EmbeddedBus
+from secumail.pipeline.bus import Bus, Claimed, Job
 from secumail.spool.body_store import BodyStore
 from secumail.store.metadata import MetadataStore, Op
 from secumail.store.records import NewMessage
@@ -36,9 +35,7 @@ class LocalConsumer(Protocol):
 
 
 class Intake:
-    def __init__(
-        self, store: MetadataStore, bodies: BodyStore, bus: EmbeddedBus, first_queue: str
-    ) -> None:
+    def __init__(self, store: MetadataStore, bodies: BodyStore, bus: Bus, first_queue: str) -> None:
         self.store = store
         self.bodies = bodies
         self.bus = bus
@@ -50,7 +47,7 @@ class Intake:
         return await self.bus.over_bound(self.first_queue)
 
     async def accept(
-        self, message: NewMessage, body: bytes, *, admission: bool = True, also: list[Op] = ()
+        self, message: NewMessage, body: bytes, *, admission: bool = True, also: Sequence[Op] = ()
     ) -> str:
         """Make the message durable and queue it (with the caller's `also` writes); its id."""
         if admission and await self.full():
@@ -64,20 +61,16 @@ class Intake:
             *also,
         ]
         job = Job(message.id)
-        publish = Publish(self.first_queue, job)
         local = self.local
         if local is None or not local.reserve():
-            await self.bus.db.run(self.bus.publish_op(publish, ops))
-            self.bus.announce([publish])
+            await self.bus.publish(self.first_queue, job, writes=ops)
             return message.id
-        token = secrets.token_hex(8)
         try:
-            job_id = await self.bus.db.run(self.bus.publish_op(publish, ops, claim=token))
+            claimed = await self.bus.publish_claimed(self.first_queue, job, writes=ops)
         except BaseException:
             local.unreserve()
             raise
-        self.bus.announce([publish], wake=False)
         job.memo["record"] = self.store.accepted_record(message, now)
         job.memo["body"] = body
-        local.adopt(Claimed(job_id, self.first_queue, job, 1, token))
+        local.adopt(claimed)
         return message.id

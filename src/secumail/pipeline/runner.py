@@ -14,8 +14,7 @@ import contextlib
 import logging
 import time
 
-from secumail.pipeline.bus import Claimed, Job, Publish, StageResult, Verdict
-from secumail.pipeline.embedded_bus import EmbeddedBus
+from secumail.pipeline.bus import Bus, Claimed, Job, Publish, StageResult, Verdict
 from secumail.pipeline.stage import Stage
 
 log = logging.getLogger("secumail.pipeline")
@@ -27,7 +26,7 @@ class StageRunner:
     def __init__(
         self,
         stage: Stage,
-        bus: EmbeddedBus,
+        bus: Bus,
         *,
         next_queue: str | None,
         concurrency: int,
@@ -135,14 +134,13 @@ class StageRunner:
         if not await self.bus.settle(claimed, then, writes):
             # The lease ran out while we worked and another worker has the job now; its
             # stages are idempotent, so it finishes the work without a second message —
-            # once it finds what was done here (a delivery, its evidence) written.
+            # once it finds what was done here (a delivery, its evidence) written: the
+            # bus commits a stale claim's writes all the same (the `Bus` contract).
             log.warning(
                 "stage %s message %s: lease lapsed, another worker took over",
                 self.queue,
                 job.message_id,
             )
-            if writes:
-                await self.bus.db.run(lambda c: [w(c) for w in writes])
 
     async def _run(self, job: Job) -> StageResult:
         started = time.monotonic()

@@ -7,13 +7,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from secumail.config import Settings
 from secumail.errors import NotFound
-from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.bus import Bus, Job, StageResult
 from secumail.pipeline.ttl_cache import TtlCache
 from secumail.store.records import Account
 
 if TYPE_CHECKING:
     from secumail.net.dns import Resolver
-    from secumail.pipeline.embedded_bus import EmbeddedBus
     from secumail.pipeline.intake import Intake
     from secumail.pipeline.mx_connector import MxConnector
     from secumail.pipeline.route_planner import RoutePlanner
@@ -34,7 +33,7 @@ class StageContext:
     settings: Settings
     store: MetadataStore
     bodies: BodyStore
-    bus: EmbeddedBus
+    bus: Bus
     resolver: Resolver
     intake: Intake
     signing: SigningStore
