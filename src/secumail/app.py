@@ -458,12 +458,12 @@ class Gateway:
                     await self.submission.listen(plain, implicit)
                 except ListenError as exc:
                     raise _listen_failed(s, setting, exc) from exc
-        for host, port, implicit in self.submission.bound:
+        for host, port, implicit_tls in self.submission.bound:
             log.info(
                 "submission listening on %s:%d (%s)",
                 host,
                 port,
-                "implicit TLS" if implicit else "STARTTLS",
+                "implicit TLS" if implicit_tls else "STARTTLS",
             )
 
     def _build_runners(self) -> None:
@@ -559,7 +559,7 @@ class Gateway:
                 log.exception("the retention purge failed; trying again at the next interval")
             await asyncio.sleep(self.settings.gdpr.purge_interval)
 
-    async def shutdown(self, tasks: list[asyncio.Task]) -> None:
+    async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.submission is not None:
             await self.submission.close(grace=10.0)
         if self.api is not None:
