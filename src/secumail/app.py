@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
-import socket
 from importlib.metadata import entry_points
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from secumail.config import Settings
 from secumail.errors import ConfigError, ListenError
 from secumail.mail.smtp_data import BareNewline
 from secumail.net.dns import Resolver
+from secumail.net.handoff import HandoffReceiver, HandoffSender
 from secumail.net.https_client import HttpsError, request
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
 from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
@@ -368,11 +369,11 @@ class Gateway:
         *,
         worker: int = 0,
         workers: int = 1,
-        handoff_to: list[socket.socket] | None = None,
-        handoff_from: socket.socket | None = None,
+        handoff_to: HandoffSender | None = None,
+        handoff_from: HandoffReceiver | None = None,
     ) -> None:
-        self.handoff_to = handoff_to or []
-        self.handoff_from = handoff_from
+        self.handoff_to = handoff_to  # the first worker: it deals connections to the others
+        self.handoff_from = handoff_from  # the others: connections dealt to this one
         self.settings = settings
         self.roles = roles
         self.worker = worker  # this process's index among `workers` identical processes
@@ -387,55 +388,89 @@ class Gateway:
     def _wants(self, role: str) -> bool:
         return "all" in self.roles or role in self.roles
 
+    async def serve(self) -> None:
+        """Start, then run until SIGTERM/SIGINT (a failed start shuts down what started)."""
+        try:
+            await self.start()
+        except BaseException:
+            await self.shutdown([])
+            raise
+        # Everything built at start (modules, settings, keys, caches) lives as long as the
+        # process: out of the collector's sight, so a full collection scans only what
+        # came since. Measured under load before this: 40-70 ms pauses of the whole
+        # gateway, the worst latencies of the run.
+        gc.collect()
+        gc.freeze()
+        await self.run_until_stopped()
+
     async def start(self) -> None:
+        if self._wants("submission"):
+            await self._start_submission()
+        await self.services.keyring.ensure_keys(self.settings.gateway_domain)
+        self._build_runners()
+        if self.settings.pipeline.chain:
+            self._chain_runners()
+        log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
+        if self.settings.api.enabled and self._wants("api"):
+            await self._start_api()
+
+    # -- the steps of start ----------------------------------------------------------
+    def _session_limits(self) -> SessionLimits:
+        s = self.settings
+        return SessionLimits(
+            hostname=s.server.hostname,
+            max_message_size=s.submission.max_message_size,
+            max_recipients=s.submission.max_recipients,
+            idle_timeout=s.submission.idle_timeout,
+            data_timeout=s.submission.data_timeout,
+            max_errors=s.submission.max_errors,
+            tls_handshake_timeout=s.submission.tls_handshake_timeout,
+            max_junk_commands=s.submission.max_junk_commands,
+            bare_newline=BareNewline(s.submission.bare_newline),
+        )
+
+    async def _start_submission(self) -> None:
+        """The SMTP submission server: listening, or (a worker) served by the first one."""
         s = self.settings
         sv = self.services
-        if self._wants("submission"):
-            policy = SubmissionPolicyImpl(
-                sv.store,
-                sv.acceptor,
-                throttle=sv.auth_throttle,
-                audit=sv.audit,
+        policy = SubmissionPolicyImpl(
+            sv.store,
+            sv.acceptor,
+            throttle=sv.auth_throttle,
+            audit=sv.audit,
+        )
+        self.submission = SubmissionServer(
+            policy,
+            self._session_limits(),
+            server_context(s.cert_file, s.key_file),
+            max_connections=s.submission.max_connections,
+            max_connections_per_client=s.submission.max_connections_per_client,
+            handoff=self.handoff_to,
+        )
+        if self.handoff_from is not None:
+            self.submission.receive_from(self.handoff_from)
+            log.info("submission: serving the connections worker 0 hands over")
+        else:
+            for setting, plain, implicit in (
+                ("submission.listen", s.submission.listen, []),
+                ("submission.listen_tls", [], s.submission.listen_tls),
+            ):
+                try:
+                    await self.submission.listen(plain, implicit)
+                except ListenError as exc:
+                    raise _listen_failed(s, setting, exc) from exc
+        for host, port, implicit_tls in self.submission.bound:
+            log.info(
+                "submission listening on %s:%d (%s)",
+                host,
+                port,
+                "implicit TLS" if implicit_tls else "STARTTLS",
             )
-            limits = SessionLimits(
-                hostname=s.server.hostname,
-                max_message_size=s.submission.max_message_size,
-                max_recipients=s.submission.max_recipients,
-                idle_timeout=s.submission.idle_timeout,
-                data_timeout=s.submission.data_timeout,
-                max_errors=s.submission.max_errors,
-                tls_handshake_timeout=s.submission.tls_handshake_timeout,
-                max_junk_commands=s.submission.max_junk_commands,
-                bare_newline=BareNewline(s.submission.bare_newline),
-            )
-            self.submission = SubmissionServer(
-                policy,
-                limits,
-                server_context(s.cert_file, s.key_file),
-                max_connections=s.submission.max_connections,
-                max_connections_per_client=s.submission.max_connections_per_client,
-            )
-            self.submission.handoff_to = self.handoff_to
-            if self.handoff_from is not None:
-                self.submission.receive_from(self.handoff_from)
-                log.info("submission: serving the connections worker 0 hands over")
-            else:
-                for setting, plain, implicit in (
-                    ("submission.listen", s.submission.listen, []),
-                    ("submission.listen_tls", [], s.submission.listen_tls),
-                ):
-                    try:
-                        await self.submission.listen(plain, implicit)
-                    except ListenError as exc:
-                        raise _listen_failed(s, setting, exc) from exc
-            for host, port, implicit in self.submission.bound:
-                log.info(
-                    "submission listening on %s:%d (%s)",
-                    host,
-                    port,
-                    "implicit TLS" if implicit else "STARTTLS",
-                )
-        await sv.keyring.ensure_keys(s.gateway_domain)
+
+    def _build_runners(self) -> None:
+        """A stage and its runner for every pipeline stage this process runs."""
+        s = self.settings
+        sv = self.services
         ctx = sv.stage_context()
         ctx.sign_in_thread = self.workers < (os.cpu_count() or 1)
         names = s.pipeline.stages
@@ -454,33 +489,37 @@ class Gateway:
             )
             self.stages.append(stage)
             self.runners.append(runner)
+
+    def _chain_runners(self) -> None:
+        """`pipeline.chain`: a job done by one stage goes straight to the next one's runner
+        in this process."""
         by_queue = {r.queue: r for r in self.runners}
-        if s.pipeline.chain:
-            for r in self.runners:
-                r.successor = by_queue.get(r.next_queue or "")
-            # Accepted here, handled here: the first stage takes new jobs from the intake.
-            sv.intake.local = by_queue.get(names[0])
-        log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
-        if s.api.enabled and self._wants("api"):
-            try:
-                self.api = ApiServer(
-                    create_app(sv.api_context()),
-                    s.api.listen,
-                    cert_file=s.cert_file,
-                    key_file=s.key_file,
-                    plain_http=s.api.plain_http,
-                    reuse_port=self.workers > 1,
-                )
-                await self.api.start()
-            except ListenError as exc:
-                raise _listen_failed(s, "api.listen", exc) from exc
-            for server in self.api.servers:
-                log.info(
-                    "API listening on %s:%d (%s)",
-                    server.config.host,
-                    server.config.port,
-                    "HTTP" if s.api.plain_http else "HTTPS",
-                )
+        for r in self.runners:
+            r.successor = by_queue.get(r.next_queue or "")
+        # Accepted here, handled here: the first stage takes new jobs from the intake.
+        self.services.intake.local = by_queue.get(self.settings.pipeline.stages[0])
+
+    async def _start_api(self) -> None:
+        s = self.settings
+        try:
+            self.api = ApiServer(
+                create_app(self.services.api_context()),
+                s.api.listen,
+                cert_file=s.cert_file,
+                key_file=s.key_file,
+                plain_http=s.api.plain_http,
+                reuse_port=self.workers > 1,
+            )
+            await self.api.start()
+        except ListenError as exc:
+            raise _listen_failed(s, "api.listen", exc) from exc
+        for server in self.api.servers:
+            log.info(
+                "API listening on %s:%d (%s)",
+                server.config.host,
+                server.config.port,
+                "HTTP" if s.api.plain_http else "HTTPS",
+            )
 
     async def run_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
@@ -521,7 +560,7 @@ class Gateway:
                 log.exception("the retention purge failed; trying again at the next interval")
             await asyncio.sleep(self.settings.gdpr.purge_interval)
 
-    async def shutdown(self, tasks: list[asyncio.Task]) -> None:
+    async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.submission is not None:
             await self.submission.close(grace=10.0)
         if self.api is not None:

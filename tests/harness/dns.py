@@ -17,11 +17,9 @@ a zero TTL so a caching resolver in front never remembers an absence across a te
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import struct
 import threading
-from types import TracebackType
 from typing import cast
 
 import dns.exception
@@ -35,7 +33,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from tests.harness import LoopThread, check_loopback
+from tests.harness import check_loopback
+from tests.harness.server import LoopServer
 
 SOA_RDATA = "ns.harness.test. hostmaster.harness.test. 1 3600 600 86400 0"
 MAX_CHASE = 8  # CNAME links followed before giving up
@@ -54,14 +53,13 @@ def _label(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower() or "."
 
 
-class AuthoritativeDns:
+class AuthoritativeDns(LoopServer):
     """Authoritative answers for any name from a mutable, thread-safe record set."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         check_loopback(host)
-        self.host = host
+        super().__init__(f"harness-dns-{host}", host, 0)
         self._want_port = port
-        self._port = 0
         self._lock = threading.Lock()
         self._records: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
         self._failures: dict[dns.name.Name, dns.rcode.Rcode] = {}
@@ -71,45 +69,13 @@ class AuthoritativeDns:
         # tests, so no absence is remembered across one; the benchmark sets what a real
         # zone would (RFC 2308 §5).
         self.negative_ttl = 0
-        self._runner = LoopThread(f"harness-dns-{host}")
         self._servers: list[asyncio.AbstractServer | asyncio.BaseTransport] = []
 
     # -- lifecycle ---------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        """The bound port, the same for UDP and TCP (0 before `start`)."""
-        return self._port
+    # `port` is the bound port, the same for UDP and TCP (0 before `start`).
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self._port}"
-
-    def start(self) -> AuthoritativeDns:
-        udp, tcp = self._bind()
-        self._port = udp.getsockname()[1]
-        self._runner.start()
-        self._runner.run(self._listen(udp, tcp))
-        return self
-
-    def stop(self) -> None:
-        if self._runner.loop is not None:
-            with contextlib.suppress(Exception):
-                self._runner.run(self._close())
-            self._runner.stop()
-
-    def __enter__(self) -> AuthoritativeDns:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def _bind(self) -> tuple[socket.socket, socket.socket]:
+    def _bind(self) -> tuple[socket.socket, ...]:
         """Bind UDP and TCP to the same port (retry when port 0 lands on a taken TCP one)."""
         for _ in range(50):
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -130,7 +96,8 @@ class AuthoritativeDns:
             return udp, tcp
         raise OSError(f"no port free for both UDP and TCP on {self.host}")
 
-    async def _listen(self, udp: socket.socket, tcp: socket.socket) -> None:
+    async def _listen(self, *sockets: socket.socket) -> None:
+        udp, tcp = sockets
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp)
         server = await asyncio.start_server(self._serve_tcp, sock=tcp)

@@ -21,10 +21,10 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from types import TracebackType
 
-from tests.harness import LoopThread, check_loopback
+from tests.harness import check_loopback
 from tests.harness.pki import CertPair
+from tests.harness.server import LoopServer, tcp_listener
 
 MTA_STS_PATH = "/.well-known/mta-sts.txt"
 HEAD_LIMIT = 64 * 1024
@@ -65,12 +65,12 @@ def _context(cert: CertPair) -> ssl.SSLContext:
     return ctx
 
 
-class HttpsServer:
+class HttpsServer(LoopServer):
     """HTTPS on ``host:port`` (port 0: any free port, see `port`) serving ``cert``."""
 
     def __init__(self, host: str, port: int, cert: CertPair) -> None:
         check_loopback(host)
-        self.host, self._port = host, port
+        super().__init__(f"harness-https-{host}", host, port)
         self.requests: list[Request] = []
         self._routes: dict[tuple[str | None, str], Route] = {}
         self._lock = threading.Lock()
@@ -78,7 +78,6 @@ class HttpsServer:
         self._by_name: dict[str, ssl.SSLContext] = {}
         self._sni: dict[int, str | None] = {}
         self._ctx.sni_callback = self._pick_certificate
-        self._runner = LoopThread(f"harness-https-{host}")
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -121,48 +120,16 @@ class HttpsServer:
             self._routes.clear()
             self.requests.clear()
 
-    @property
-    def port(self) -> int:
-        return self._port
-
     def url(self, path: str = "/") -> str:
         return f"https://{self.host}:{self._port}{path}"
 
     # -- lifecycle ---------------------------------------------------------
 
-    def start(self) -> HttpsServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self._port))
-            sock.listen(64)
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        self._port = sock.getsockname()[1]
-        self._runner.start()
-        self._runner.run(self._listen(sock))
-        return self
+    def _bind(self) -> tuple[socket.socket, ...]:
+        return (tcp_listener(self.host, self._port, 64),)
 
-    def stop(self) -> None:
-        if self._runner.loop is not None:
-            with contextlib.suppress(TimeoutError, RuntimeError):
-                self._runner.run(self._close())
-            self._runner.stop()
-
-    def __enter__(self) -> HttpsServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _listen(self, sock: socket.socket) -> None:
+    async def _listen(self, *sockets: socket.socket) -> None:
+        (sock,) = sockets
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(_quiet_tls_failures)
         self._server = await asyncio.start_server(

@@ -25,14 +25,14 @@ import threading
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness import LoopThread, check_loopback
+from tests.harness import check_loopback
 from tests.harness.pki import CertPair
+from tests.harness.server import LoopServer, tcp_listener
 
 STAGES = ("connect", "ehlo", "starttls", "mail", "rcpt", "data", "message")
 LEGACY_TLS = {ssl.TLSVersion.SSLv3, ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1}
@@ -130,7 +130,7 @@ def _quiet_tls_failures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]
         loop.default_exception_handler(context)
 
 
-class HarnessMx:
+class HarnessMx(LoopServer):
     """A recipient MX on ``host:port`` (127.0.0.x) with scripted behaviour."""
 
     def __init__(
@@ -149,7 +149,7 @@ class HarnessMx:
         extensions: tuple[str, ...] = (),
     ) -> None:
         check_loopback(host)
-        self.host, self._port = host, port
+        super().__init__(f"harness-mx-{host}", host, port)
         self.hostname = hostname
         self.pipelining = pipelining
         self.require_starttls = require_starttls
@@ -164,7 +164,6 @@ class HarnessMx:
         self._stalls: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._tls = self._context(cert, tls_min, tls_max) if cert and starttls else None
-        self._runner = LoopThread(f"harness-mx-{host}")
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -191,47 +190,11 @@ class HarnessMx:
 
     # -- lifecycle ---------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        return self._port
+    def _bind(self) -> tuple[socket.socket, ...]:
+        return (tcp_listener(self.host, self._port, 128),)
 
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self._port}"
-
-    def start(self) -> HarnessMx:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self._port))
-            sock.listen(128)
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        self._port = sock.getsockname()[1]
-        self._runner.start()
-        self._runner.run(self._listen(sock))
-        return self
-
-    def stop(self) -> None:
-        if self._runner.loop is not None:
-            with contextlib.suppress(Exception):
-                self._runner.run(self._close())
-            self._runner.stop()
-
-    def __enter__(self) -> HarnessMx:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def _listen(self, sock: socket.socket) -> None:
+    async def _listen(self, *sockets: socket.socket) -> None:
+        (sock,) = sockets
         asyncio.get_running_loop().set_exception_handler(_quiet_tls_failures)
         self._server = await asyncio.start_server(self._serve, sock=sock, limit=LINE_LIMIT)
 

@@ -16,6 +16,7 @@ import ipaddress
 import itertools
 import os
 import re
+import subprocess
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,21 @@ class CertPair:
     spki_sha256: str = ""
     chain_file: Path | None = None
     names: tuple[str, ...] = ()
+
+
+def openssl(
+    *args: str | Path, input: bytes | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the ``openssl`` command, the independent implementation tests check ours
+    against; output captured, a failed exit returned (not raised) for the test to judge."""
+    return subprocess.run(
+        ["openssl", *map(str, args)],
+        input=input,
+        capture_output=True,
+        timeout=30,
+        check=False,
+        cwd=cwd,
+    )
 
 
 def _new_key(key: str) -> PrivateKey:

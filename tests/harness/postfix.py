@@ -51,10 +51,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 from tests.harness import check_loopback
 from tests.harness.pki import CertPair
+from tests.harness.server import HarnessServer, wait_until
 
 POSTFIX = "/usr/sbin/postfix"
 ENSURE_SYSTEM_DEPS = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-deps"
@@ -148,7 +148,7 @@ def _reachable_by_others(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
 
 
-class PostfixMx:
+class PostfixMx(HarnessServer):
     """A private Postfix accepting all mail for any domain on ``ip:port`` (see module doc)."""
 
     def __init__(self, ip: str, port: int, hostname: str, cert: CertPair, workdir: Path) -> None:
@@ -194,17 +194,6 @@ class PostfixMx:
             if code != 0:
                 raise RuntimeError(f"postfix stop failed ({code}):\n{output}")
 
-    def __enter__(self) -> PostfixMx:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def postfix(self, *args: str) -> tuple[int, str]:
         """``postfix -c <config dir> ARGS`` → (exit code, what it printed)."""
         return _run_on_terminal([POSTFIX, "-c", str(self.config_dir), *args])
@@ -214,14 +203,19 @@ class PostfixMx:
         logged as a client that connected and left, which tests read as evidence)."""
         address = int.from_bytes(socket.inet_aton(self.ip), sys.byteorder)  # as the kernel prints it
         wanted = f"{address:08X}:{self.port:04X}"
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
             for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
                 fields = line.split()
                 if fields[1] == wanted and fields[3] == "0A":  # TCP_LISTEN
-                    return
-            time.sleep(0.02)
-        raise RuntimeError(f"postfix does not listen on {self.address}:\n{self.log()}")
+                    return True
+            return False
+
+        wait_until(
+            listening,
+            START_TIMEOUT,
+            lambda: f"postfix does not listen on {self.address}:\n{self.log()}",
+        )
 
     # -- configuration -----------------------------------------------------
 

@@ -31,10 +31,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import dns.exception
@@ -43,6 +41,7 @@ import dns.query
 
 from tests.harness import check_loopback, free_port
 from tests.harness.dnssec import SignedZoneDns
+from tests.harness.server import HarnessServer, wait_until
 
 UNBOUND = "/usr/sbin/unbound"
 START_TIMEOUT = 10.0
@@ -67,7 +66,7 @@ def _zone(name: str) -> str:
     return name if name.endswith(".") else name + "."
 
 
-class ValidatingResolver:
+class ValidatingResolver(HarnessServer):
     """``unbound`` validating answers from the harness DNS server at ``upstream``."""
 
     def __init__(
@@ -165,17 +164,6 @@ class ValidatingResolver:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def __enter__(self) -> ValidatingResolver:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     def _kill(self) -> None:
         process, self._process = self._process, None
         if process is None:
@@ -191,22 +179,25 @@ class ValidatingResolver:
 
     def _wait_ready(self) -> None:
         """Until unbound answers a query (REFUSED for the root is an answer)."""
-        assert self._process is not None
-        deadline = time.monotonic() + START_TIMEOUT
+        process = self._process
+        assert process is not None
         probe = dns.message.make_query(".", "SOA")
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                stderr = (
-                    self._process.stderr.read().decode(errors="replace")
-                    if self._process.stderr
-                    else ""
-                )
-                raise RuntimeError(f"exited {self._process.returncode}: {stderr}{self._log_tail()}")
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                raise RuntimeError(f"exited {process.returncode}: {stderr}{self._log_tail()}")
             with contextlib.suppress(dns.exception.Timeout, OSError):
                 dns.query.udp(probe, self.host, port=self.port, timeout=0.1)
-                return
-            time.sleep(0.01)
-        raise RuntimeError(f"no answer on {self.address} within {START_TIMEOUT}s{self._log_tail()}")
+                return True
+            return False
+
+        wait_until(
+            answers,
+            START_TIMEOUT,
+            lambda: f"no answer on {self.address} within {START_TIMEOUT}s{self._log_tail()}",
+            interval=0.01,
+        )
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError, RuntimeError):

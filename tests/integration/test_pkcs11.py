@@ -40,6 +40,7 @@ from secumail.pki.pkcs11_signer import (
     open_signer,
 )
 from secumail.pki.pkcs11_token import load_module, module_gate
+from tests.harness.pki import openssl
 from tests.harness.softhsm import SoftHsmToken, init_token, softhsm_token, write_conf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,12 +62,6 @@ RECORD = {
     "route": "dane",
     "remote_reply": "250 2.0.0 Ok: queued",
 }
-
-
-def openssl(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        ["openssl", *map(str, args)], capture_output=True, timeout=30, check=False, cwd=cwd
-    )
 
 
 # --- fixtures -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from secumail.pki.ca import (
     PublicKey,
     as_private_key,
 )
+from tests.harness.pki import openssl
 
 MESSAGE = (
     b"From: Jan Jansen <jan@zorg.test>\r\n"
@@ -58,12 +59,6 @@ class Pki:
     @property
     def leaf(self) -> Path:
         return self.dir / "leaf.pem"
-
-
-def openssl(*args: str | Path, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        ["openssl", *map(str, args)], input=input, capture_output=True, timeout=30, check=False
-    )
 
 
 @pytest.fixture(scope="module", params=["ec", "rsa"])

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +15,7 @@ from secumail.app import Gateway, Services, initialise
 from secumail.cli import audit, check, config, domains, evidence, gdpr, routes, tlsrpt
 from secumail.cli.audit import record
 from secumail.cli.output import emit, warn, when
+from secumail.cli.supervisor import Supervisor
 from secumail.config import Settings
 from secumail.errors import ConfigError, ConflictError, SecumailError
 from secumail.mail.address import AddressError, parse_address
@@ -30,8 +25,6 @@ from secumail.pki.passwords import hash_secret, new_secret
 from secumail.store.audit_chain import AuditKind
 
 log = logging.getLogger("secumail")
-WORKER_ENV = "SECUMAIL_WORKER_INDEX"
-HANDOFF_ENV = "SECUMAIL_HANDOFF_FD"  # the socket a worker gets its SMTP connections on
 
 
 def init(settings: Settings, config_path: Path, as_json: bool) -> int:
@@ -119,68 +112,33 @@ async def _ensure_keys(sv: Services, domain: str, made: list[str]) -> list:
 def serve(settings: Settings, roles: set[str], workers: int = 1) -> int:
     """Run the gateway. With `workers` > 1 the first process starts the others: identical
     processes sharing the store, one per core; the first accepts the SMTP connections and
-    hands them out in turn, the API port is shared (SO_REUSEPORT)."""
+    hands them out in turn, the API port is shared (SO_REUSEPORT). See cli/supervisor.py."""
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    worker = int(os.environ.get(WORKER_ENV, "0"))
-    if worker == 0:
+    supervisor = Supervisor(workers)
+    if supervisor.is_first:
         initialise(settings)
-    children: list[subprocess.Popen[bytes]] = []
-    handoff_to: list[socket.socket] = []
-    if worker == 0 and workers > 1:
-        for i in range(1, workers):
-            # The first worker accepts SMTP connections and hands every other one over.
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            env = {**os.environ, WORKER_ENV: str(i), HANDOFF_ENV: str(theirs.fileno())}
-            children.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "secumail.cli.main", *sys.argv[1:]],
-                    env=env,
-                    pass_fds=(theirs.fileno(),),
-                )
-            )
-            theirs.close()
-            handoff_to.append(ours)
-    handoff_from = None
-    if worker > 0 and os.environ.get(HANDOFF_ENV):
-        handoff_from = socket.socket(fileno=int(os.environ[HANDOFF_ENV]))
+    supervisor.start_workers()
 
     async def main() -> None:
         gateway = Gateway(
             settings,
             roles,
-            worker=worker,
+            worker=supervisor.index,
             workers=workers,
-            handoff_to=handoff_to,
-            handoff_from=handoff_from,
+            handoff_to=supervisor.handoff_sender(),
+            handoff_from=supervisor.handoff_receiver(),
         )
-        try:
-            await gateway.start()
-        except BaseException:
-            await gateway.shutdown([])
-            raise
-        # Everything built at start (modules, settings, keys, caches) lives as long as the
-        # process: out of the collector's sight, so a full collection scans only what
-        # came since. Measured under load before this: 40-70 ms pauses of the whole
-        # gateway, the worst latencies of the run.
-        gc.collect()
-        gc.freeze()
-        await gateway.run_until_stopped()
+        await gateway.serve()
 
     try:
         asyncio.run(main())
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop_workers()
     return 0
 
 

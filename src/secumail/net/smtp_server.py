@@ -35,6 +35,7 @@ from secumail.mail.smtp_command import (
 )
 from secumail.mail.smtp_data import BareNewline, DataProblem, DataReceiver
 from secumail.net.channel import Channel, ChannelClosed, LineTooLong
+from secumail.net.handoff import HandoffReceiver, HandoffSender
 
 log = logging.getLogger("secumail.submission")
 
@@ -531,7 +532,12 @@ def _listening_socket(host: str | None, port: int) -> socket.socket:
 
 
 class SubmissionServer:
-    """Listeners for STARTTLS (`listen`) and implicit TLS (`listen_tls`), and their sessions."""
+    """Listeners for STARTTLS (`listen`) and implicit TLS (`listen_tls`), and their sessions.
+
+    With worker processes (`handoff`, in the first one) this server accepts every
+    connection itself and deals them out, see `secumail.net.handoff`; the others serve
+    what they are handed (`receive_from`).
+    """
 
     def __init__(
         self,
@@ -541,6 +547,7 @@ class SubmissionServer:
         *,
         max_connections: int,
         max_connections_per_client: int = 0,
+        handoff: HandoffSender | None = None,
     ) -> None:
         self.policy = policy
         self.limits = limits
@@ -549,14 +556,10 @@ class SubmissionServer:
         self.max_connections_per_client = max_connections_per_client  # 0: no limit
         self._per_client: dict[str, int] = {}
         self.closing = False
-        # Worker processes: the first accepts every connection and hands them out in turn
-        # (to itself and over these sockets to the others), so 8 connections make 4 + 4 —
-        # SO_REUSEPORT's hash made 5 + 3 or 6 + 2 about two times in three.
-        self.handoff_to: list[socket.socket] = []
-        self._turn = 0
+        self.handoff = handoff if handoff is not None and handoff.peers else None
         self._listeners: list[socket.socket] = []
         self._accepting: list[asyncio.Task[None]] = []
-        self._handoff_from: socket.socket | None = None
+        self._handoff_from: HandoffReceiver | None = None
         self._adopting: set[asyncio.Task[None]] = set()
         self.sessions: set[SubmissionSession] = set()
         self._drained = asyncio.Event()
@@ -571,7 +574,7 @@ class SubmissionServer:
                     host, port = parse_host_port(entry)
                 except ValueError as exc:
                     raise ListenError(entry, str(exc)) from exc
-                if self.handoff_to:
+                if self.handoff is not None:
                     try:
                         sock = _listening_socket(host, port)
                     except OSError as exc:
@@ -631,6 +634,7 @@ class SubmissionServer:
 
     async def _accept(self, listener: socket.socket, implicit: bool) -> None:
         """Accept connections and give each to the next process in turn (this one too)."""
+        assert self.handoff is not None
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -639,19 +643,8 @@ class SubmissionServer:
                 log.warning("cannot accept a connection: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            turn = self._turn % (len(self.handoff_to) + 1)
-            self._turn += 1
-            if turn:
-                try:
-                    socket.send_fds(
-                        self.handoff_to[turn - 1], [b"T" if implicit else b"S"], [conn.fileno()]
-                    )
-                except OSError as exc:
-                    log.warning("worker %d does not take connections (%s); serving here", turn, exc)
-                else:
-                    conn.close()
-                    continue
-            self._adopt_soon(conn, implicit)
+            if not self.handoff.hand_off(conn, implicit):
+                self._adopt_soon(conn, implicit)
 
     def _adopt_soon(self, conn: socket.socket, implicit: bool) -> None:
         task = asyncio.get_running_loop().create_task(self.adopt(conn, implicit))
@@ -672,27 +665,10 @@ class SubmissionServer:
             log.debug("connection dropped before the session: %s", exc)
             conn.close()
 
-    def receive_from(self, peer: socket.socket) -> None:
-        """Serve the connections the first worker hands over on `peer`."""
-        loop = asyncio.get_running_loop()
-        peer.setblocking(False)
-        self._handoff_from = peer
-
-        def readable() -> None:
-            while True:
-                try:
-                    kind, fds, _flags, _addr = socket.recv_fds(peer, 1, 1)
-                except BlockingIOError:
-                    return
-                except OSError:
-                    kind, fds = b"", []
-                if not kind and not fds:  # the first worker has gone
-                    loop.remove_reader(peer.fileno())
-                    return
-                for fd in fds:
-                    self._adopt_soon(socket.socket(fileno=fd), kind == b"T")
-
-        loop.add_reader(peer.fileno(), readable)
+    def receive_from(self, receiver: HandoffReceiver) -> None:
+        """Serve the connections the first worker hands over."""
+        self._handoff_from = receiver
+        receiver.start(self._adopt_soon)
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop listening; idle sessions get 421, sessions in DATA may finish first."""
@@ -704,7 +680,7 @@ class SubmissionServer:
         for listener in self._listeners:
             listener.close()
         if self._handoff_from is not None:
-            asyncio.get_running_loop().remove_reader(self._handoff_from.fileno())
+            self._handoff_from.stop()
         deadline = asyncio.get_running_loop().time() + grace
         for session in list(self.sessions):
             if not session.in_data:
