@@ -77,7 +77,7 @@ class Intake:
             local.unreserve()
             raise
         self.bus.announce([publish], wake=False)
-        job.memo["record"] = self.store.accepted_record(message, now)
-        job.memo["body"] = body
+        job.memo.record = self.store.accepted_record(message, now)
+        job.memo.body = body
         local.adopt(Claimed(job_id, self.first_queue, job, 1, token))
         return message.id
