@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 
 import pytest
 
 from secumail.errors import ConflictError
 from secumail.pipeline.bus import Claimed, Job, StageResult
 from secumail.pipeline.embedded_bus import EmbeddedBus
+from secumail.pipeline.handoff import Handoff
 from secumail.pipeline.intake import Intake
 from secumail.pipeline.runner import StageRunner
 from secumail.spool.body_store import BodyStore
@@ -61,11 +63,11 @@ class Recording:
 
     def __init__(self) -> None:
         self.seen: list[Job] = []
-        self.memos: list[dict] = []
+        self.memos: list[Handoff] = []
         self.gate: asyncio.Event | None = None
 
     async def handle(self, job: Job) -> StageResult:
-        self.memos.append(dict(job.memo))
+        self.memos.append(replace(job.memo))
         self.seen.append(job)
         if self.gate is not None:
             await self.gate.wait()
@@ -87,8 +89,8 @@ def test_a_new_job_is_handled_here_with_what_the_store_would_give_back(gateway_d
         await until(lambda: runner.handled == 1 and not runner._in_hand)
         memo = stage.memos[0]
         stored = await parts.store.message("M1", history=False, event_kinds=("signed",))
-        assert memo["record"] == stored, "the record handed over is the one stored"
-        assert memo["body"] == BODY == await parts.bodies.get("M1")
+        assert memo.record == stored, "the record handed over is the one stored"
+        assert memo.body == BODY == await parts.bodies.get("M1")
         await asyncio.sleep(0.1)
         assert await parts.bus.depths() == {}, "settled: the job is gone"
 
@@ -155,8 +157,8 @@ def test_a_full_first_stage_leaves_new_jobs_to_the_queue(gateway_db: Database) -
     asyncio.run(main())
     assert sorted(j.message_id for j in stage.seen) == ["M0", "M1", "M2"]
     assert len(parts.claims) == 2, "the two that found no room came through the queue"
-    assert stage.memos[0]["body"] == BODY
-    assert all("body" not in m for m in stage.memos[1:]), "those are read from the store"
+    assert stage.memos[0].body == BODY
+    assert all(m.body is None for m in stage.memos[1:]), "those are read from the store"
 
 
 def test_a_write_that_fails_gives_the_room_back(gateway_db: Database) -> None:

@@ -18,7 +18,7 @@ from secumail.store.audit_chain import AuditKind
 from secumail.store.database import Database
 from secumail.store.metadata import MetadataStore
 from secumail.store.personal_data import PERSONAL_COLUMNS, PersonalData
-from secumail.store.records import NewMessage, RecipientUpdate
+from secumail.store.records import AttemptOutcome, DeliveryAttempt, NewMessage, RecipientUpdate
 from secumail.store.signing import SigningStore
 from secumail.store.suppressions import SuppressionStore
 
@@ -46,7 +46,11 @@ def populate(db: Database, person: str = PERSON, *, in_flight: bool = False) -> 
         store.outcome_op(
             "m_to",
             [RecipientUpdate(person, status, reply=f"250 2.1.5 <{person}> ok")],
-            attempts=[{"domain": "clinic.test", "outcome": "delivered", "reply": f"250 ok {person}"}],
+            attempts=[
+                DeliveryAttempt(
+                    "clinic.test", "mx.clinic.test", AttemptOutcome.TRANSACTION, f"250 ok {person}"
+                )
+            ],
         )(c)
         store.outcome_op("m_from", [RecipientUpdate("alice@hospital.test", RecipientStatus.DELIVERED)])(c)
         SigningStore.put_evidence_op("m_to", person, "jws-to", "kid")(c)

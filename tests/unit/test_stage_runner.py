@@ -212,7 +212,7 @@ class LeavesWrites(Scripted):
             c.execute("CREATE TABLE IF NOT EXISTS marks (message_id TEXT)")
             c.execute("INSERT INTO marks VALUES (?)", (job.message_id,))
 
-        job.memo["writes"] = [mark]
+        job.memo.writes = [mark]
         return await super().handle(job)
 
 

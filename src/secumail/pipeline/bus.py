@@ -20,18 +20,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from secumail.pipeline.handoff import Handoff
+
 
 @dataclass(slots=True)
 class Job:
     message_id: str
     payload: dict[str, Any] = field(default_factory=dict)
     # What a stage already has in hand for the next one when the runner chains them in one
-    # process (the message record, the body, the signed bytes), and "writes": store
-    # operations a stage left to be committed with what follows (the next stage's
-    # transaction, or the settling of the job). Never stored, never sent on the bus, so
-    # a stage that finds nothing here reads it from the store as usual; a stage that
-    # changes the stored message must drop what it makes stale.
-    memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # process, and the store writes it left to commit with what follows (`Handoff`).
+    # Never stored, never sent on the bus.
+    memo: Handoff = field(default_factory=Handoff, repr=False, compare=False)
 
     def encode(self) -> str:
         return json.dumps(self.payload, separators=(",", ":"))

@@ -25,11 +25,18 @@ from secumail.mail.reply import Reply
 from secumail.mail.secure_route import DomainFate, MxOutcome, MxRoute, RouteMethod, conclude
 from secumail.mail.status import RecipientStatus
 from secumail.mail.tlsrpt import PolicyType
-from secumail.net.smtp_client import TransactionResult
+from secumail.net.smtp_client import SmtpConnection, TlsDetails, TransactionResult
 from secumail.pipeline.mx_connector import MxConnector
 from secumail.pipeline.route_planner import DomainRoute, RoutePlanner
 from secumail.pki.evidence import EvidenceKey, message_sha256, sign_evidence
-from secumail.store.records import Account, MessageRecord, RecipientUpdate
+from secumail.store.metadata import Op
+from secumail.store.records import (
+    Account,
+    AttemptOutcome,
+    DeliveryAttempt,
+    MessageRecord,
+    RecipientUpdate,
+)
 from secumail.store.routing import RoutingStore
 from secumail.store.signing import SigningStore
 
@@ -41,9 +48,9 @@ STRENGTHS = {m.value: m.strength for m in RouteMethod}
 @dataclass
 class DomainReport:
     updates: list[RecipientUpdate] = field(default_factory=list)
-    attempts: list[dict] = field(default_factory=list)
+    attempts: list[DeliveryAttempt] = field(default_factory=list)
     evidence: list[tuple[str, str]] = field(default_factory=list)  # (recipient, JWS)
-    tlsrpt: list = field(default_factory=list)  # store ops counting TLS sessions
+    tlsrpt: list[Op] = field(default_factory=list)  # store ops counting TLS sessions
     remember: RouteMethod | None = None  # the secure method that carried the message
 
     def all(
@@ -54,7 +61,7 @@ class DomainReport:
         enhanced: str,
         reasons: list[str] | None = None,
     ) -> DomainReport:
-        event: dict = {"reply": reply}
+        event: dict[str, object] = {"reply": reply}
         if reasons:
             event["reasons"] = reasons
         # A recipient's attempt count grows only with a try that left attempt records (a
@@ -68,12 +75,70 @@ class DomainReport:
         return self
 
 
-@dataclass
+# One attempt has two readings: what happened (`AttemptOutcome`, stored and shown) and what
+# it means for the domain's fate (`MxOutcome`, for `secure_route.conclude`):
+#   transaction → TRANSACTION      insecure → INSECURE      unreachable → TEMPORARY
+#   refused     → PERMANENT on a 5xx reply, else TEMPORARY
+#   rejected    → by the plan's reason: INSECURE for a policy refusal, PERMANENT for a
+#                 host that does not exist, TEMPORARY for DNS trouble (`_ruled_out`).
+@dataclass(slots=True)
 class _MxTry:
+    """One MX address tried: its attempt record and what it means for the domain."""
+
+    attempt: DeliveryAttempt
     outcome: MxOutcome
     reason: str = ""
     result: TransactionResult | None = None
     error: DeliveryError | None = None
+
+
+@dataclass(slots=True)
+class _DomainRun:
+    """One domain's delivery under way: what each MX try reads, and the report it adds to."""
+
+    record: MessageRecord
+    domain: str
+    route: DomainRoute
+    addresses: list[str]
+    body: bytes
+    report: DomainReport
+
+
+@dataclass(slots=True)
+class _OpenAttempt:
+    """One MX address being tried, and what its attempt record has learnt so far."""
+
+    domain: str
+    mx: MxRoute
+    ip: str
+    policy: str | None = None  # what authenticated the route (MTA-STS policy id, TLSA record)
+    tls: TlsDetails | None = None  # the last session's
+
+    def end(
+        self,
+        outcome: AttemptOutcome,
+        reply: str,
+        fate: MxOutcome,
+        reason: str = "",
+        *,
+        result: TransactionResult | None = None,
+        error: DeliveryError | None = None,
+    ) -> _MxTry:
+        tls = self.tls
+        attempt = DeliveryAttempt(
+            self.domain,
+            self.mx.host,
+            outcome,
+            reply,
+            ip=self.ip,
+            route_method=self.mx.method.value,
+            policy=self.policy,
+            tls_version=tls.version if tls is not None else None,
+            cipher=tls.cipher if tls is not None else None,
+            cert_subject=tls.cert_subject if tls is not None else None,
+            cert_fingerprint=tls.cert_fingerprint if tls is not None else None,
+        )
+        return _MxTry(attempt, fate, reason, result, error)
 
 
 class DomainDelivery:
@@ -132,40 +197,13 @@ class DomainDelivery:
                 "4.7.5",
                 [plan.downgrade],
             )
-        # A host that does not exist is a permanent problem; a policy refusal means insecure.
-        outcomes = [
-            MxOutcome.TEMPORARY
-            if r.temporary
-            else MxOutcome.PERMANENT
-            if not r.result_type
-            else MxOutcome.INSECURE
-            for r in plan.rejected
-        ]
-        for rejected in plan.rejected:
-            # Every decision is on record: which MX was not used, and why.
-            report.attempts.append(
-                {
-                    "domain": domain,
-                    "mx": rejected.host,
-                    "outcome": "rejected",
-                    "reply": rejected.reason,
-                }
-            )
-            if rejected.result_type:
-                self._count(
-                    report,
-                    route,
-                    domain,
-                    None,
-                    rejected.host,
-                    "",
-                    rejected.result_type,
-                    rejected.reason,
-                )
+        run = _DomainRun(record, domain, route, addresses, body, report)
+        outcomes = self._ruled_out(run)
         last_error: DeliveryError | None = None
         for mx in plan.routes:
             for ip in route.hosts[mx.host].addresses:
-                t = await self._try_address(record, domain, route, mx, ip, addresses, body, report)
+                t = await self._try_address(run, mx, ip)
+                report.attempts.append(t.attempt)
                 outcomes.append(t.outcome)
                 if t.reason:
                     reasons.append(t.reason)
@@ -173,11 +211,30 @@ class DomainDelivery:
                     last_error = t.error
                 if t.outcome is MxOutcome.TRANSACTION and t.result is not None:
                     self._from_transaction(report, addresses, t.result, mx)
-                    self._sign_evidence(record, report, body)
+                    self._sign_evidence(record, report, body, t.attempt)
                     if mx.method in (RouteMethod.DANE, RouteMethod.MTA_STS):
                         report.remember = mx.method
                     return report
         return self._without_transaction(report, domain, addresses, outcomes, reasons, last_error)
+
+    def _ruled_out(self, run: _DomainRun) -> list[MxOutcome]:
+        """Every MX the plan did not use is on record, with why (and counted for TLS reports
+        when a policy refused it); returns what each means for the domain."""
+        outcomes: list[MxOutcome] = []
+        for rejected in run.route.plan.rejected:
+            # A host that does not exist is a permanent problem; a policy refusal means insecure.
+            if rejected.temporary:
+                outcomes.append(MxOutcome.TEMPORARY)
+            elif not rejected.result_type:
+                outcomes.append(MxOutcome.PERMANENT)
+            else:
+                outcomes.append(MxOutcome.INSECURE)
+            run.report.attempts.append(
+                DeliveryAttempt(run.domain, rejected.host, AttemptOutcome.REJECTED, rejected.reason)
+            )
+            if rejected.result_type:
+                self._count(run, None, rejected.host, "", rejected.result_type, rejected.reason)
+        return outcomes
 
     def _without_transaction(
         self,
@@ -235,9 +292,11 @@ class DomainDelivery:
                 )
             )
 
-    def _sign_evidence(self, record: MessageRecord, report: DomainReport, body: bytes) -> None:
-        """A signed evidence record for each recipient the remote server accepted."""
-        attempt = report.attempts[-1]
+    def _sign_evidence(
+        self, record: MessageRecord, report: DomainReport, body: bytes, attempt: DeliveryAttempt
+    ) -> None:
+        """A signed evidence record for each recipient the remote server accepted in the
+        transaction of `attempt`."""
         digest = message_sha256(body)
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         for u in report.updates:
@@ -248,13 +307,13 @@ class DomainDelivery:
                 "message_sha256": digest,
                 "envelope_from": record.mail_from,
                 "recipient": u.address,
-                "mx_host": attempt["mx"],
-                "mx_ip": attempt["ip"],
-                "route": attempt["route_method"],
-                "route_policy": attempt.get("policy"),
-                "tls_version": attempt.get("tls_version"),
-                "tls_cipher": attempt.get("cipher"),
-                "peer_cert_sha256": attempt.get("cert_fingerprint"),
+                "mx_host": attempt.mx,
+                "mx_ip": attempt.ip,
+                "route": attempt.route_method,
+                "route_policy": attempt.policy,
+                "tls_version": attempt.tls_version,
+                "tls_cipher": attempt.cipher,
+                "peer_cert_sha256": attempt.cert_fingerprint,
                 "remote_reply": u.reply,
                 "timestamp": now,
                 "gateway": self.helo,
@@ -271,112 +330,129 @@ class DomainDelivery:
 
     def _count(
         self,
-        report: DomainReport,
-        route: DomainRoute,
-        domain: str,
+        run: _DomainRun,
         mx: MxRoute | None,
         host: str,
         ip: str,
         result_type: str,
         detail: str,
     ) -> None:
-        policy_type, policy_string = self._policy_of(route, mx)
+        """One TLS session (`result_type` "") or one failure of it, for the domain's report."""
+        policy_type, policy_string = self._policy_of(run.route, mx)
         day = time.strftime("%Y-%m-%d", time.gmtime())
-        report.tlsrpt.append(
+        run.report.tlsrpt.append(
             self.routing.count_result_op(
-                day, domain, policy_type, policy_string, host, ip, result_type, detail
+                day, run.domain, policy_type, policy_string, host, ip, result_type, detail
             )
         )
 
     # -- one address -------------------------------------------------------------------
-    async def _try_address(
-        self,
-        record: MessageRecord,
-        domain: str,
-        route: DomainRoute,
-        mx: MxRoute,
-        ip: str,
-        addresses: list[str],
-        body: bytes,
-        report: DomainReport,
-    ) -> _MxTry:
-        attempt: dict = {"domain": domain, "mx": mx.host, "ip": ip, "route_method": mx.method.value}
-        if mx.method is RouteMethod.MTA_STS:
-            attempt["policy"] = f"mta-sts id={mx.policy_id}"
-        report.attempts.append(attempt)
+    async def _try_address(self, run: _DomainRun, mx: MxRoute, ip: str) -> _MxTry:
+        """Connect to one MX address over its route, then hand the message over."""
+        at = _OpenAttempt(
+            run.domain,
+            mx,
+            ip,
+            policy=f"mta-sts id={mx.policy_id}" if mx.method is RouteMethod.MTA_STS else None,
+        )
         for _ in range(2):
             try:
                 conn, reused, authenticated_by = await self.connector.acquire(mx, ip)
-            except InsecureRoute as exc:
-                attempt.update(outcome="insecure", reply=exc.reason)
-                self._count(
-                    report,
-                    route,
-                    domain,
-                    mx,
-                    mx.host,
-                    ip,
-                    exc.rfc8460 or "validation-failure",
-                    exc.reason,
-                )
-                log.warning("message %s: %s", record.id, exc.reason)
-                return _MxTry(MxOutcome.INSECURE, exc.reason, error=exc)
-            except SmtpReplyError as exc:
-                attempt.update(outcome="refused", reply=exc.line)
-                outcome = MxOutcome.PERMANENT if exc.permanent else MxOutcome.TEMPORARY
-                return _MxTry(outcome, exc.reason, error=exc)
-            except ConnectError as exc:
-                attempt.update(outcome="unreachable", reply=exc.reason)
-                return _MxTry(MxOutcome.TEMPORARY, exc.reason, error=exc)
-            if authenticated_by:
-                attempt["policy"] = authenticated_by
-            if conn.tls is not None:
-                attempt.update(
-                    tls_version=conn.tls.version,
-                    cipher=conn.tls.cipher,
-                    cert_subject=conn.tls.cert_subject,
-                    cert_fingerprint=conn.tls.cert_fingerprint,
-                )
-            if not reused:
-                self._count(report, route, domain, mx, mx.host, ip, "", "")
-            if not mx.method.authenticated:
-                log.warning(
-                    "message %s: RELAXED delivery to %s [%s] (%s), allowed by the account",
-                    record.id,
-                    mx.host,
-                    ip,
-                    conn.tls.version if conn.tls else "plaintext",
-                )
-            if record.requiretls and "REQUIRETLS" not in conn.extensions:
+            except (InsecureRoute, SmtpReplyError, ConnectError) as exc:
+                return self._not_connected(run, at, exc)
+            self._connected(run, at, conn, reused, authenticated_by)
+            if run.record.requiretls and "REQUIRETLS" not in conn.extensions:
                 # RFC 8689 §5: never hand a REQUIRETLS message to a server that would not
                 # keep the promise on its next hop.
                 await self.connector.pool.release(self.connector.key(mx, ip), conn)
                 reason = f"{mx.host} [{ip}]: does not support REQUIRETLS"
-                attempt.update(outcome="insecure", reply=reason)
-                return _MxTry(
-                    MxOutcome.INSECURE, reason, error=InsecureRoute(reason, enhanced="5.7.30")
+                error = InsecureRoute(reason, enhanced="5.7.30")
+                return at.end(
+                    AttemptOutcome.INSECURE, reason, MxOutcome.INSECURE, reason, error=error
                 )
-            try:
-                result = await conn.send(
-                    record.mail_from,
-                    addresses,
-                    body,
-                    smtputf8=record.smtputf8,
-                    eightbit=not body.isascii(),
-                    requiretls=record.requiretls,
-                )
-            except ConnectError as exc:
-                await self.connector.pool.discard(self.connector.key(mx, ip), conn)
-                if reused:
-                    continue  # the idle connection had gone stale: once more, fresh
-                attempt.update(outcome="unreachable", reply=exc.reason)
-                return _MxTry(MxOutcome.TEMPORARY, exc.reason, error=exc)
-            await self.connector.pool.release(self.connector.key(mx, ip), conn)
-            replies = sorted({str(r) for r in result.recipients.values()})
-            attempt.update(outcome="transaction", reply=" | ".join(replies)[:2000])
-            return _MxTry(MxOutcome.TRANSACTION, result=result)
-        attempt.update(outcome="unreachable", reply="connection lost twice")
-        return _MxTry(MxOutcome.TEMPORARY, f"{mx.host} [{ip}]: connection lost")
+            tried = await self._transaction(run, at, conn, reused)
+            if tried is not None:
+                return tried
+        return at.end(
+            AttemptOutcome.UNREACHABLE,
+            "connection lost twice",
+            MxOutcome.TEMPORARY,
+            f"{mx.host} [{ip}]: connection lost",
+        )
+
+    def _not_connected(
+        self, run: _DomainRun, at: _OpenAttempt, exc: InsecureRoute | SmtpReplyError | ConnectError
+    ) -> _MxTry:
+        """The connection (or its TLS, or the greeting and EHLO) failed."""
+        if isinstance(exc, InsecureRoute):
+            result_type = exc.rfc8460 or "validation-failure"
+            self._count(run, at.mx, at.mx.host, at.ip, result_type, exc.reason)
+            log.warning("message %s: %s", run.record.id, exc.reason)
+            return at.end(
+                AttemptOutcome.INSECURE, exc.reason, MxOutcome.INSECURE, exc.reason, error=exc
+            )
+        if isinstance(exc, SmtpReplyError):
+            fate = MxOutcome.PERMANENT if exc.permanent else MxOutcome.TEMPORARY
+            return at.end(AttemptOutcome.REFUSED, exc.line, fate, exc.reason, error=exc)
+        return at.end(
+            AttemptOutcome.UNREACHABLE, exc.reason, MxOutcome.TEMPORARY, exc.reason, error=exc
+        )
+
+    def _connected(
+        self,
+        run: _DomainRun,
+        at: _OpenAttempt,
+        conn: SmtpConnection,
+        reused: bool,
+        authenticated_by: str,
+    ) -> None:
+        """Note the session on the attempt (and a new one for TLS reports)."""
+        if authenticated_by:
+            at.policy = authenticated_by
+        if conn.tls is not None:
+            at.tls = conn.tls
+        if not reused:
+            self._count(run, at.mx, at.mx.host, at.ip, "", "")
+        if not at.mx.method.authenticated:
+            log.warning(
+                "message %s: RELAXED delivery to %s [%s] (%s), allowed by the account",
+                run.record.id,
+                at.mx.host,
+                at.ip,
+                conn.tls.version if conn.tls else "plaintext",
+            )
+
+    async def _transaction(
+        self, run: _DomainRun, at: _OpenAttempt, conn: SmtpConnection, reused: bool
+    ) -> _MxTry | None:
+        """The SMTP transaction over `conn`; None when a reused idle connection turned out
+        to have gone stale (then the caller tries once more, fresh)."""
+        record, body = run.record, run.body
+        key = self.connector.key(at.mx, at.ip)
+        try:
+            result = await conn.send(
+                record.mail_from,
+                run.addresses,
+                body,
+                smtputf8=record.smtputf8,
+                eightbit=not body.isascii(),
+                requiretls=record.requiretls,
+            )
+        except ConnectError as exc:
+            await self.connector.pool.discard(key, conn)
+            if reused:
+                return None
+            return at.end(
+                AttemptOutcome.UNREACHABLE, exc.reason, MxOutcome.TEMPORARY, exc.reason, error=exc
+            )
+        await self.connector.pool.release(key, conn)
+        replies = sorted({str(r) for r in result.recipients.values()})
+        return at.end(
+            AttemptOutcome.TRANSACTION,
+            " | ".join(replies)[:2000],
+            MxOutcome.TRANSACTION,
+            result=result,
+        )
 
     async def remember(self, domain: str, method: RouteMethod) -> None:
         await self.routing.remember(

@@ -70,7 +70,7 @@ class Intake:
         except BaseException:
             local.unreserve()
             raise
-        job.memo["record"] = self.store.accepted_record(message, now)
-        job.memo["body"] = body
+        job.memo.record = self.store.accepted_record(message, now)
+        job.memo.body = body
         local.adopt(claimed)
         return message.id

@@ -130,7 +130,7 @@ class StageRunner:
             return
         then = await self._after(job, result)
         # What a stage of the chain left to be written with the settling (Job.memo).
-        writes = job.memo.pop("writes", [])
+        writes = job.memo.take_writes()
         if not await self.bus.settle(claimed, then, writes):
             # The lease ran out while we worked and another worker has the job now; its
             # stages are idempotent, so it finishes the work without a second message —

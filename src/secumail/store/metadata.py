@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
+from typing import Any, TypedDict
 
 from secumail.errors import ConflictError, NotFound
 from secumail.mail.status import RecipientStatus
@@ -18,7 +19,9 @@ from secumail.store.database import Database
 from secumail.store.records import (
     Account,
     Attempt,
+    AttemptOutcome,
     Credential,
+    DeliveryAttempt,
     Domain,
     Event,
     MessageRecord,
@@ -28,6 +31,11 @@ from secumail.store.records import (
 )
 
 Op = Callable[[sqlite3.Connection], object]
+
+
+class DeliveryStats(TypedDict):
+    by_outcome: dict[tuple[AttemptOutcome, str], int]  # (outcome, route method or "none")
+    tls_versions: dict[str, int]
 
 
 def _domain_of(address: str) -> str:
@@ -59,7 +67,9 @@ def _credential(row: sqlite3.Row) -> Credential:
     return Credential(*_credential_fields(row), scopes=tuple((row["scopes"] or "").split()))
 
 
-def _credential_fields(row: sqlite3.Row) -> tuple:
+def _credential_fields(
+    row: sqlite3.Row,
+) -> tuple[str, str, str, str, str, float, float | None]:
     return (
         row["id"],
         row["account_id"],
@@ -69,6 +79,110 @@ def _credential_fields(row: sqlite3.Row) -> tuple:
         row["created_at"],
         row["revoked_at"],
     )
+
+
+def _message_row(c: sqlite3.Connection, message_id: str) -> MessageRecord | None:
+    """The message itself, without recipients, events or attempts (None: no such message)."""
+    row = c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        return None
+    return MessageRecord(
+        row["id"],
+        row["account_id"],
+        row["mail_from"],
+        row["header_from"],
+        row["size"],
+        row["message_id_header"],
+        row["subject"],
+        bool(row["smtputf8"]),
+        row["dsn_of"],
+        row["created_at"],
+        row["finished_at"],
+        row["warned_at"],
+        requiretls=bool(row["requiretls"]),
+        tls_required_no=bool(row["tls_required_no"]),
+        api_metadata=json.loads(row["api_metadata"]) if row["api_metadata"] else None,
+    )
+
+
+def _recipients(c: sqlite3.Connection, message_id: str) -> list[RecipientState]:
+    return [
+        RecipientState(
+            r["address"],
+            r["domain"],
+            RecipientStatus(r["status"]),
+            r["attempts"],
+            r["reply"],
+            r["enhanced"],
+            r["updated_at"],
+        )
+        for r in c.execute(
+            "SELECT * FROM recipients WHERE message_id = ? ORDER BY rowid", (message_id,)
+        )
+    ]
+
+
+def _events(
+    c: sqlite3.Connection, message_id: str, history: bool, event_kinds: tuple[str, ...]
+) -> list[Event]:
+    """Every event with `history`, else only those of `event_kinds` (none when empty)."""
+    if history:
+        rows = c.execute("SELECT * FROM events WHERE message_id = ? ORDER BY id", (message_id,))
+    elif event_kinds:
+        marks = ",".join("?" * len(event_kinds))
+        rows = c.execute(
+            f"SELECT * FROM events WHERE message_id = ? AND kind IN ({marks}) ORDER BY id",  # noqa: S608
+            (message_id, *event_kinds),
+        )
+    else:
+        return []
+    return [Event(e["at"], e["recipient"], e["kind"], json.loads(e["detail"])) for e in rows]
+
+
+def _attempts(c: sqlite3.Connection, message_id: str) -> list[Attempt]:
+    return [
+        Attempt(
+            a["at"],
+            a["domain"],
+            a["mx"],
+            a["ip"],
+            a["route_method"],
+            a["tls_version"],
+            a["cipher"],
+            a["cert_subject"],
+            a["cert_fingerprint"],
+            AttemptOutcome(a["outcome"]),
+            a["reply"],
+            a["policy"],
+        )
+        for a in c.execute("SELECT * FROM attempts WHERE message_id = ? ORDER BY id", (message_id,))
+    ]
+
+
+def _attempt_row(message_id: str, a: DeliveryAttempt, at: float) -> tuple[object, ...]:
+    """The attempts table's columns, in the order `_INSERT_ATTEMPT` names them."""
+    return (
+        message_id,
+        a.domain,
+        a.mx,
+        a.ip,
+        a.route_method,
+        a.tls_version,
+        a.cipher,
+        a.cert_subject,
+        a.cert_fingerprint,
+        a.outcome.value,
+        a.reply,
+        at,
+        a.policy,
+    )
+
+
+_INSERT_ATTEMPT = (
+    "INSERT INTO attempts (message_id, domain, mx, ip, route_method, tls_version,"
+    " cipher, cert_subject, cert_fingerprint, outcome, reply, at, policy)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class MetadataStore:
@@ -124,7 +238,10 @@ class MetadataStore:
             for column, value in sets.items():
                 value = int(value) if isinstance(value, bool) else value
                 c.execute(f"UPDATE accounts SET {column} = ? WHERE id = ?", (value, row["id"]))  # noqa: S608 - column from the allow-list
-            return c.execute("SELECT * FROM accounts WHERE id = ?", (row["id"],)).fetchone()
+            changed: sqlite3.Row | None = c.execute(
+                "SELECT * FROM accounts WHERE id = ?", (row["id"],)
+            ).fetchone()
+            return changed
 
         row = await self.db.run(op)
         if row is None:
@@ -262,7 +379,10 @@ class MetadataStore:
                 "UPDATE credentials SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
                 (time.time(), credential_id),
             )
-            return c.execute("SELECT * FROM credentials WHERE id = ?", (credential_id,)).fetchone()
+            revoked: sqlite3.Row | None = c.execute(
+                "SELECT * FROM credentials WHERE id = ?", (credential_id,)
+            ).fetchone()
+            return revoked
 
         row = await self.db.run(op)
         if row is None:
@@ -346,76 +466,13 @@ class MetadataStore:
         else only the events of `event_kinds` (stages need little; displays need all)."""
 
         def op(c: sqlite3.Connection) -> MessageRecord | None:
-            row = c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
-            if row is None:
+            record = _message_row(c, message_id)
+            if record is None:
                 return None
-            record = MessageRecord(
-                row["id"],
-                row["account_id"],
-                row["mail_from"],
-                row["header_from"],
-                row["size"],
-                row["message_id_header"],
-                row["subject"],
-                bool(row["smtputf8"]),
-                row["dsn_of"],
-                row["created_at"],
-                row["finished_at"],
-                row["warned_at"],
-                requiretls=bool(row["requiretls"]),
-                tls_required_no=bool(row["tls_required_no"]),
-                api_metadata=json.loads(row["api_metadata"]) if row["api_metadata"] else None,
-            )
-            record.recipients = [
-                RecipientState(
-                    r["address"],
-                    r["domain"],
-                    RecipientStatus(r["status"]),
-                    r["attempts"],
-                    r["reply"],
-                    r["enhanced"],
-                    r["updated_at"],
-                )
-                for r in c.execute(
-                    "SELECT * FROM recipients WHERE message_id = ? ORDER BY rowid", (message_id,)
-                )
-            ]
+            record.recipients = _recipients(c, message_id)
+            record.events = _events(c, message_id, history, event_kinds)
             if history:
-                events = c.execute(
-                    "SELECT * FROM events WHERE message_id = ? ORDER BY id", (message_id,)
-                )
-            elif event_kinds:
-                marks = ",".join("?" * len(event_kinds))
-                events = c.execute(
-                    f"SELECT * FROM events WHERE message_id = ? AND kind IN ({marks}) ORDER BY id",  # noqa: S608
-                    (message_id, *event_kinds),
-                )
-            else:
-                events = []
-            record.events = [
-                Event(e["at"], e["recipient"], e["kind"], json.loads(e["detail"])) for e in events
-            ]
-            if not history:
-                return record
-            record.attempts = [
-                Attempt(
-                    a["at"],
-                    a["domain"],
-                    a["mx"],
-                    a["ip"],
-                    a["route_method"],
-                    a["tls_version"],
-                    a["cipher"],
-                    a["cert_subject"],
-                    a["cert_fingerprint"],
-                    a["outcome"],
-                    a["reply"],
-                    a["policy"],
-                )
-                for a in c.execute(
-                    "SELECT * FROM attempts WHERE message_id = ? ORDER BY id", (message_id,)
-                )
-            ]
+                record.attempts = _attempts(c, message_id)
             return record
 
         record = await self.db.read(op)
@@ -424,7 +481,7 @@ class MetadataStore:
         return record
 
     @staticmethod
-    def event_op(message_id: str, recipient: str | None, kind: str, detail: dict) -> Op:
+    def event_op(message_id: str, recipient: str | None, kind: str, detail: dict[str, Any]) -> Op:
         """The event, timed now (when it happened, not when its transaction runs)."""
         row = (message_id, recipient, time.time(), kind, json.dumps(detail))
         return lambda c: c.execute(
@@ -436,8 +493,8 @@ class MetadataStore:
         self,
         message_id: str,
         updates: Iterable[RecipientUpdate],
-        attempts: Iterable[dict] = (),
-        events: Iterable[tuple[str | None, str, dict]] = (),
+        attempts: Iterable[DeliveryAttempt] = (),
+        events: Iterable[tuple[str | None, str, dict[str, Any]]] = (),
         also: Iterable[Op] = (),
         before: Iterable[Op] = (),
     ) -> None:
@@ -450,8 +507,8 @@ class MetadataStore:
     def outcome_op(
         message_id: str,
         updates: Iterable[RecipientUpdate],
-        attempts: Iterable[dict] = (),
-        events: Iterable[tuple[str | None, str, dict]] = (),
+        attempts: Iterable[DeliveryAttempt] = (),
+        events: Iterable[tuple[str | None, str, dict[str, Any]]] = (),
         also: Iterable[Op] = (),
         before: Iterable[Op] = (),
     ) -> Op:
@@ -490,27 +547,8 @@ class MetadataStore:
                     "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
                     (message_id, recipient, now, kind, json.dumps(detail)),
                 )
-            for a in attempts:
-                c.execute(
-                    "INSERT INTO attempts (message_id, domain, mx, ip, route_method, tls_version,"
-                    " cipher, cert_subject, cert_fingerprint, outcome, reply, at, policy)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        message_id,
-                        a["domain"],
-                        a.get("mx"),
-                        a.get("ip"),
-                        a.get("route_method"),
-                        a.get("tls_version"),
-                        a.get("cipher"),
-                        a.get("cert_subject"),
-                        a.get("cert_fingerprint"),
-                        a["outcome"],
-                        a.get("reply"),
-                        now,
-                        a.get("policy"),
-                    ),
-                )
+            if attempts:
+                c.executemany(_INSERT_ATTEMPT, [_attempt_row(message_id, a, now) for a in attempts])
             for fn in also:
                 fn(c)
 
@@ -538,7 +576,7 @@ class MetadataStore:
 
         def op(c: sqlite3.Connection) -> list[str]:
             sql = "SELECT m.id FROM messages m WHERE m.account_id = ? AND m.dsn_of IS NULL"
-            args: list = [account_id]
+            args: list[object] = [account_id]
             if before_id:
                 sql += " AND m.id < ?"
                 args.append(before_id)
@@ -563,12 +601,12 @@ class MetadataStore:
 
         return [await self.message(mid) for mid in await self.db.run(op)]
 
-    async def delivery_stats(self) -> dict:
+    async def delivery_stats(self) -> DeliveryStats:
         """Counts over the attempt records: (outcome, route) and TLS versions."""
 
-        def op(c: sqlite3.Connection) -> dict:
+        def op(c: sqlite3.Connection) -> DeliveryStats:
             by_outcome = {
-                (r[0], r[1] or "none"): r[2]
+                (AttemptOutcome(r[0]), r[1] or "none"): r[2]
                 for r in c.execute(
                     "SELECT outcome, route_method, COUNT(*) FROM attempts GROUP BY 1, 2"
                 )

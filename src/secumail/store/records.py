@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 from secumail.mail.status import RecipientStatus
 
@@ -65,7 +67,8 @@ class NewMessage:
     dsn_of: str | None = None
     requiretls: bool = False  # RFC 8689 REQUIRETLS was given at submission
     tls_required_no: bool = False  # "TLS-Required: No" honoured (account allows relaxing)
-    api_metadata: dict | None = None  # the API caller's own key/values, echoed in webhooks
+    # The API caller's own key/values, echoed in webhooks.
+    api_metadata: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +87,47 @@ class Event:
     at: float
     recipient: str | None
     kind: str
-    detail: dict
+    detail: dict[str, Any]
+
+
+class AttemptOutcome(enum.StrEnum):
+    """What happened at one MX address, as the attempts table, the API (`attempts[].outcome`),
+    `secumail message show` and the `secumail_deliveries_total` metric spell it.
+
+    The closed set: nothing else is ever stored. What an outcome means for the domain's
+    fate is `mail.secure_route.MxOutcome` (the deliver stage relates the two:
+    `pipeline.domain_delivery`)."""
+
+    TRANSACTION = "transaction"  # a secure session and an SMTP transaction: `reply` has the replies
+    REFUSED = "refused"  # the server answered 4xx/5xx before the transaction (greeting, EHLO…)
+    INSECURE = "insecure"  # reached, but it offered no secure route (certificate, TLSA, REQUIRETLS)
+    UNREACHABLE = "unreachable"  # no connection, or it broke
+    REJECTED = "rejected"  # not tried: the route plan ruled the MX out (`reply` says why)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    """One attempt as the deliver stage records it: one MX address tried, or one MX the
+    route plan ruled out (then only `domain`, `mx`, `outcome` and `reply`). Stored with the
+    time of its transaction; read back as an `Attempt`."""
+
+    domain: str
+    mx: str
+    outcome: AttemptOutcome
+    reply: str
+    ip: str | None = None
+    route_method: str | None = None
+    policy: str | None = None  # what authenticated the route: TLSA record, MTA-STS policy id
+    tls_version: str | None = None
+    cipher: str | None = None
+    cert_subject: str | None = None
+    cert_fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    """A stored attempt (a `DeliveryAttempt` read back), `at` the time it was written."""
+
     at: float
     domain: str
     mx: str | None
@@ -98,7 +137,7 @@ class Attempt:
     cipher: str | None
     cert_subject: str | None
     cert_fingerprint: str | None
-    outcome: str
+    outcome: AttemptOutcome
     reply: str | None
     policy: str | None = None  # what authenticated the route: TLSA record, MTA-STS policy id
 
@@ -119,7 +158,7 @@ class MessageRecord:
     warned_at: float | None
     requiretls: bool = False
     tls_required_no: bool = False
-    api_metadata: dict | None = None
+    api_metadata: dict[str, Any] | None = None
     recipients: list[RecipientState] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
@@ -134,7 +173,7 @@ class RecipientUpdate:
     reply: str | None = None
     enhanced: str | None = None
     count_attempt: bool = True
-    event: dict = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,18 @@ import logging
 import time
 from dataclasses import replace
 
+from secumail.mail.secure_route import RouteMethod
 from secumail.mail.status import RecipientStatus
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
 from secumail.pipeline.stage import StageContext
-from secumail.store.records import MessageRecord, RecipientState, RecipientUpdate
+from secumail.store.metadata import Op
+from secumail.store.records import (
+    DeliveryAttempt,
+    MessageRecord,
+    RecipientState,
+    RecipientUpdate,
+)
 
 log = logging.getLogger("secumail.deliver")
 
@@ -75,14 +82,12 @@ class DeliverStage:
 
     async def handle(self, job: Job) -> StageResult:
         store = self.ctx.store
-        record = job.memo.pop("record", None) or await store.message(
-            job.message_id, history=False
-        )
-        signed = job.memo.pop("message", None)
+        record = job.memo.take_record() or await store.message(job.message_id, history=False)
+        signed = job.memo.take_signed()
         # The sign stage's writes, when it ran just before in this process: they go first
         # into this stage's transaction (and stay in the memo until it committed, so the
         # runner writes them should this stage fail).
-        earlier = list(job.memo.get("writes", []))
+        earlier = list(job.memo.writes)
         pending = [r for r in record.recipients if not r.status.is_final]
         finish = [store.finish_message_op(record.id), self.ctx.bodies.destroy_op(record.id)]
         if pending:
@@ -101,16 +106,16 @@ class DeliverStage:
             if final and not self._notice_due(record):
                 # Nothing follows: written with the settling of the job, which the runner
                 # does next (one transaction per message less; see StageRunner._settle).
-                job.memo["writes"] = [outcome]
+                job.memo.writes = [outcome]
             else:
                 await store.db.run(outcome)  # notify or a retry reads it back
-                job.memo.pop("writes", None)
+                job.memo.writes = []
             for domain, method in remember:
                 await self.domains.remember(domain, method)
         else:
             final = True
             await store.db.run(lambda c: [op(c) for op in [*earlier, *finish]])
-            job.memo.pop("writes", None)
+            job.memo.writes = []
         if not final:
             return await self._defer(record, job)
         if self._notice_due(record):
@@ -122,7 +127,11 @@ class DeliverStage:
         """A final message with a failed recipient: its sender gets a notice (`notify`)."""
         return bool(record.mail_from) and any(r.status.is_failure for r in record.recipients)
 
-    async def _deliver(self, record: MessageRecord, pending: list, body: bytes | None = None):
+    async def _deliver(
+        self, record: MessageRecord, pending: list[RecipientState], body: bytes | None = None
+    ) -> tuple[
+        list[RecipientUpdate], list[DeliveryAttempt], list[Op], list[tuple[str, RouteMethod]]
+    ]:
         """(updates, attempts, store ops, domains to remember) of one delivery round
         (`body`: the message as stored, when the sign stage just handed it over)."""
         if body is None:
@@ -159,7 +168,9 @@ class DeliverStage:
         ]
         return updates, attempts, ops, remember
 
-    def _suppress_hard_bounces(self, record: MessageRecord, updates: list[RecipientUpdate]) -> list:
+    def _suppress_hard_bounces(
+        self, record: MessageRecord, updates: list[RecipientUpdate]
+    ) -> list[Op]:
         """An address the recipient's server says does not exist (5.1.x) is suppressed for
         the account, so it is not mailed again until someone removes the suppression."""
         if not record.account_id or not record.mail_from:

@@ -27,7 +27,7 @@ class RouteStage:
 
     async def handle(self, job: Job) -> StageResult:
         # Handed over by the intake of this process, or read from the store.
-        record = job.memo.pop("record", None) or await self.ctx.store.message(
+        record = job.memo.take_record() or await self.ctx.store.message(
             job.message_id, history=False, event_kinds=("signed",)
         )
         pending: dict[str, list[str]] = {}
@@ -54,7 +54,7 @@ class RouteStage:
         if updates:
             await self.ctx.store.record_outcome(job.message_id, updates)
         else:
-            job.memo["record"] = record  # unchanged: the sign stage needs no second read
+            job.memo.record = record  # unchanged: the sign stage needs no second read
         return StageResult.go_on()
 
     async def _domain_fate(self, domain: str) -> tuple[str, str] | None:

@@ -17,7 +17,7 @@ What signing added (the header fields; with S/MIME the whole body, sealed under 
 data key) is stored in the same transaction as the `signed` event, so a repeated job
 never signs twice: the transaction that settles the job and queues its delivery, or,
 when deliver runs next in this process, the one that records the delivery (`Job.memo`
-"writes"; one commit less between acceptance and delivery).
+writes, `pipeline.handoff`; one commit less between acceptance and delivery).
 Trusts: the keyring (sealed keys in the store), the CA. Settings: signing.*, server.hostname.
 """
 
@@ -34,7 +34,7 @@ from secumail.mail.headers import parse_header_section
 from secumail.mail.status import RecipientStatus
 from secumail.pipeline.bus import Job, StageResult
 from secumail.pipeline.stage import StageContext
-from secumail.store.records import MessageRecord, RecipientUpdate
+from secumail.store.records import Account, MessageRecord, RecipientState, RecipientUpdate
 
 log = logging.getLogger("secumail.sign")
 
@@ -63,7 +63,7 @@ class SignStage:
 
     async def handle(self, job: Job) -> StageResult:
         store = self.ctx.store
-        record = job.memo.pop("record", None) or await store.message(
+        record = job.memo.take_record() or await store.message(
             job.message_id, history=False, event_kinds=("signed",)
         )
         if any(e.kind == "signed" for e in record.events):
@@ -73,9 +73,9 @@ class SignStage:
             return StageResult.go_on()  # nothing left to deliver; deliver finishes it
         account = await self.ctx.account(record.account_id)
         # The body as the intake of this process stored it (no prefix yet), or unsealed.
-        body = job.memo.pop("body", None) or await self.ctx.bodies.get(record.id)
+        body = job.memo.take_body() or await self.ctx.bodies.get(record.id)
         prefix = missing_identity(body, self.hostname, record.id)
-        signed_with: dict = {}
+        signed_with: dict[str, object] = {}
         rewritten = False
         if account is not None and account.smime and not record.dsn_of and record.header_from:
             material = await self.ctx.smime.material(record.header_from)
@@ -115,14 +115,14 @@ class SignStage:
         # deliver job is queued in the same transaction), or — when deliver runs next in
         # this process — in the transaction that records the delivery. Until then nothing
         # is lost but the signing, which a repeated job does again.
-        job.memo["writes"] = writes
+        job.memo.writes = writes
         # For the deliver stage when it runs next in this process: what it would read back.
-        job.memo["record"] = record
-        job.memo["message"] = prefix + body
+        job.memo.record = record
+        job.memo.signed = prefix + body
         return StageResult.go_on()
 
     async def _dkim_keys(
-        self, record: MessageRecord, account
+        self, record: MessageRecord, account: Account | None
     ) -> tuple[list[dkim.DkimKey], str | None]:
         keyring = self.ctx.keyring
         author_domain = (record.header_from or "").rpartition("@")[2].lower()
@@ -149,7 +149,11 @@ class SignStage:
         )
 
     async def _reject(
-        self, record: MessageRecord, pending: list, reason: str, enhanced: str = "5.7.0"
+        self,
+        record: MessageRecord,
+        pending: list[RecipientState],
+        reason: str,
+        enhanced: str = "5.7.0",
     ) -> None:
         updates = [
             RecipientUpdate(
