@@ -12,8 +12,10 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -200,7 +202,7 @@ class Services:
     def retention(self) -> MetadataRetention:
         return MetadataRetention(self.db, self.settings.gdpr.retention_days)
 
-    async def purge_expired(self, actor: str) -> dict:
+    async def purge_expired(self, actor: str) -> dict[str, Any]:
         """GDPR retention: remove what is past its period; audited when anything went."""
         report = await self.retention.purge()
         if report.total:
@@ -296,10 +298,10 @@ class Services:
             throttle=self.auth_throttle,
         )
 
-    def _jwks_fetcher(self, url: str):
+    def _jwks_fetcher(self, url: str) -> Callable[[], Awaitable[dict[str, Any]]]:
         ctx = verifying_client_context(self.settings.tls.trust_file)
 
-        async def fetch() -> dict:
+        async def fetch() -> dict[str, Any]:
             parts = urlsplit(url)
             addresses = await self.resolver.addresses(parts.hostname or "")
             if not addresses:

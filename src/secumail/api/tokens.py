@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ class OidcVerifier:
         audience: str,
         algorithms: list[str],
         account_claim: str,
-        fetch_jwks: Any,
+        fetch_jwks: Callable[[], Awaitable[dict[str, Any]]],
         cache_seconds: float = 600.0,
     ) -> None:
         self.issuer = issuer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 
 from secumail.config import DeliverySettings
 from secumail.errors import InsecureRoute
@@ -24,7 +25,7 @@ from secumail.net.tls import dane_client_context, relaxed_client_context, verify
 
 
 class MxConnector:
-    def __init__(self, settings: DeliverySettings, *, trust_file, helo: str) -> None:
+    def __init__(self, settings: DeliverySettings, *, trust_file: Path | None, helo: str) -> None:
         self.settings = settings
         self.trust_file = trust_file
         self.helo = helo

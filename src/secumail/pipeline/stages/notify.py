@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from secumail.errors import NotFound
 from secumail.mail.dsn import DsnRecipient, DsnRequest, build_dsn
@@ -101,7 +102,7 @@ class NotifyStage:
     @staticmethod
     def _dsn_recipient(record: MessageRecord, address: str) -> DsnRecipient:
         state = next(r for r in record.recipients if r.address == address)
-        detail: dict = {}
+        detail: dict[str, Any] = {}
         for e in reversed(record.events):
             if e.recipient == address and e.kind == state.status.value:
                 detail = e.detail
