@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from secumail.errors import ConflictError
-from secumail.pipeline.bus import Claimed, Job, StageResult
+from secumail.pipeline.bus import Claimed, Job, StageResult, Verdict
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.handoff import Handoff
 from secumail.pipeline.intake import Intake
@@ -60,6 +60,7 @@ class Recording:
     """A first stage that notes what it was handed, waiting for `gate` when set."""
 
     name = "route"
+    verdicts = frozenset({Verdict.DONE})
 
     def __init__(self) -> None:
         self.seen: list[Job] = []

@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.runner import StageRunner
 from secumail.store.database import Database
@@ -37,8 +37,14 @@ class CountingBus(EmbeddedBus):
 class Scripted:
     """A stage that answers from a script per message and records what it saw."""
 
-    def __init__(self, name: str, answers: dict[str, StageResult] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        answers: dict[str, StageResult] | None = None,
+        verdicts: frozenset[Verdict] = frozenset(Verdict),
+    ) -> None:
         self.name = name
+        self.verdicts = verdicts
         self.answers = answers or {}
         self.seen: list[tuple[str, dict]] = []
         self.fail_for: set[str] = set()
@@ -151,6 +157,38 @@ def test_a_chained_stage_that_fails_is_retried_from_its_own_queue(bus_db: Databa
     assert len(route.seen) == 1 and deliver.seen == []
 
 
+def test_a_verdict_outside_the_stages_declared_set_is_a_bug_the_job_is_kept(
+    bus_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stage declares the verdicts it may return (`Stage.verdicts`); one that answers
+    otherwise is treated like a stage that raised: logged and retried, never passed on."""
+    bus = EmbeddedBus(bus_db, bound=100, lease=60)
+    route = Scripted("route")
+    sign = Scripted("sign", verdicts=frozenset({Verdict.CONTINUE}))
+    deliver = Scripted("deliver")
+    sign.answers["M1"] = StageResult.reject("not a verdict sign may give here")
+
+    async def main() -> None:
+        rs = runners(bus, [route, sign, deliver], chain=True)
+        await bus.publish("route", Job("M1"))
+
+        async def body() -> None:
+            await until(lambda: sign.seen)
+            await asyncio.sleep(0.1)
+
+        await run_all(rs, body)
+        assert await bus.depths() == {"sign": 1}, "kept in the stage's queue for a retry"
+
+    with caplog.at_level("ERROR", logger="secumail.pipeline"):
+        asyncio.run(main())
+    assert deliver.seen == [], "nothing passed on"
+    assert any(
+        "answered reject, not one of its verdicts (continue)" in r.getMessage()
+        or "answered reject, not one of its verdicts (continue)" in (r.exc_text or "")
+        for r in caplog.records
+    )
+
+
 def test_a_rejected_message_goes_to_notify(bus_db: Database) -> None:
     bus = EmbeddedBus(bus_db, bound=100, lease=60)
     route, sign = Scripted("route"), Scripted("sign")
@@ -218,9 +256,11 @@ class LeavesWrites(Scripted):
 
 def _marks(db: Database) -> list[str]:
     return db.read_sync(
-        lambda c: [r[0] for r in c.execute("SELECT message_id FROM marks")]
-        if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'marks'").fetchone()
-        else []
+        lambda c: (
+            [r[0] for r in c.execute("SELECT message_id FROM marks")]
+            if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'marks'").fetchone()
+            else []
+        )
     )
 
 

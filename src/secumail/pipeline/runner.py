@@ -22,6 +22,10 @@ log = logging.getLogger("secumail.pipeline")
 ERROR_BACKOFF = (5.0, 30.0, 120.0, 600.0)
 
 
+class StageContractError(RuntimeError):
+    """A stage returned a verdict outside the set it declares (`Stage.verdicts`)."""
+
+
 class StageRunner:
     def __init__(
         self,
@@ -145,6 +149,12 @@ class StageRunner:
     async def _run(self, job: Job) -> StageResult:
         started = time.monotonic()
         result = await self.stage.handle(job)
+        if result.verdict not in self.stage.verdicts:
+            # A stage answering outside its declared set is a bug: retried like one.
+            raise StageContractError(
+                f"stage {self.queue} answered {result.verdict.value}, not one of its"
+                f" verdicts ({', '.join(sorted(v.value for v in self.stage.verdicts))})"
+            )
         self.handled += 1
         log.debug(
             "stage %s message %s: %s in %.1f ms",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from secumail.config import Settings
 from secumail.errors import NotFound
-from secumail.pipeline.bus import Bus, Job, StageResult
+from secumail.pipeline.bus import Bus, Job, StageResult, Verdict
 from secumail.pipeline.ttl_cache import TtlCache
 from secumail.store.records import Account
 
@@ -66,9 +66,16 @@ class StageContext:
 
 
 class Stage(Protocol):
-    """One job: consume a message job, do one thing, return a verdict."""
+    """One job: consume a message job, do one thing, return a verdict.
+
+    `name` is the stage's queue. `verdicts` is the closed set of verdicts its `handle`
+    may return: the runner treats any other as a bug in the stage (logged, and the job
+    retried with backoff, never dropped), so a stage's outcomes can be read from its
+    class alone.
+    """
 
     name: str
+    verdicts: frozenset[Verdict]
 
     def __init__(self, ctx: StageContext) -> None: ...
 

@@ -26,7 +26,7 @@ from dataclasses import replace
 
 from secumail.mail.secure_route import RouteMethod
 from secumail.mail.status import RecipientStatus
-from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
 from secumail.pipeline.stage import StageContext
 from secumail.store.metadata import Op
@@ -62,6 +62,7 @@ def _apply(states: list[RecipientState], updates: list[RecipientUpdate]) -> list
 
 class DeliverStage:
     name = "deliver"
+    verdicts = frozenset({Verdict.CONTINUE, Verdict.DONE, Verdict.DEFER})
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx

@@ -20,7 +20,7 @@ from secumail.errors import NotFound
 from secumail.mail.dsn import DsnRecipient, DsnRequest, build_dsn
 from secumail.mail.ids import new_message_id
 from secumail.mail.status import RecipientStatus
-from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.stage import StageContext
 from secumail.store.records import MessageRecord, NewMessage
 
@@ -29,6 +29,7 @@ log = logging.getLogger("secumail.notify")
 
 class NotifyStage:
     name = "notify"
+    verdicts = frozenset({Verdict.DONE})
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx

@@ -14,13 +14,14 @@ import asyncio
 
 from secumail.errors import DnsError, DnsPermanentError
 from secumail.mail.status import RecipientStatus
-from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.stage import StageContext
 from secumail.store.records import RecipientUpdate
 
 
 class RouteStage:
     name = "route"
+    verdicts = frozenset({Verdict.CONTINUE})
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx

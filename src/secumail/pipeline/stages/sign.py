@@ -32,7 +32,7 @@ from email.utils import format_datetime
 from secumail.mail import dkim, smime
 from secumail.mail.headers import parse_header_section
 from secumail.mail.status import RecipientStatus
-from secumail.pipeline.bus import Job, StageResult
+from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.stage import StageContext
 from secumail.store.records import Account, MessageRecord, RecipientState, RecipientUpdate
 
@@ -52,6 +52,7 @@ def missing_identity(message: bytes, hostname: str, message_id: str) -> bytes:
 
 class SignStage:
     name = "sign"
+    verdicts = frozenset({Verdict.CONTINUE, Verdict.REJECT})
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
