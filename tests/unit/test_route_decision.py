@@ -14,7 +14,7 @@ MX hosts are written without ".d.test"; "@" is the domain itself (the implicit M
 
 Standards: RFC 7672 (SMTP DANE) §2.1, §2.2, §3.1.3; RFC 8461 (MTA-STS) §4.1, §5;
 RFC 8689 (REQUIRETLS) §4, §4.2.1, §5; RFC 7505 (null MX) §3; RFC 5321 §5.1 (MX order,
-implicit MX).
+as the resolver gives it; implicit MX).
 """
 
 # ruff: noqa: E501  (the tables keep one case per line)
@@ -246,10 +246,10 @@ CASES = [
     # Current behaviour: the header sets the memory aside even where the account may not relax.
     case("remembered DANE, TLS-Required: No (not allowed)", W("10 mx1", request=TRN, remembered=DANE), "mx1 verified"),
     # -- MX order (RFC 5321 §5.1) ------------------------------------------------------------------------------
-    case("5321 §5.1 lowest preference first", W("20 mx2, 10 mx1, 30 mx3"), "mx1 verified, mx2 verified, mx3 verified"),
-    case("5321 §5.1 equal preferences keep the given order", W("10 mxb, 10 mxa, 5 mxc"), "mxc verified, mxb verified, mxa verified"),
+    case("5321 §5.1 tried in the order given (lowest preference first)", W("10 mx1, 20 mx2, 30 mx3"), "mx1 verified, mx2 verified, mx3 verified"),
+    case("5321 §5.1 equal preferences: the resolver's shuffle kept", W("10 mxb, 10 mxa"), "mxb verified, mxa verified"),
+    case("5321 §5.1 each MX decided in place", W("10 mx1, 20 mx2 tlsa, 30 mx3 signed", secure=True), "mx1 verified, mx2 dane, mx3 verified"),
     case("5321 §5.1 rejected MX listed after the routes", W("10 mx1 nxdomain, 20 mx2"), "mx2 verified, mx1 ✗dns"),
-    case("5321 §5.1 preference kept on the route", W("20 mx2, 10 mx1", sts=ENFORCE_WILD), "mx1 mta-sts, mx2 mta-sts"),
     # -- address lookups ---------------------------------------------------------------------------------------
     case("MX host does not exist: permanent", W("10 mx1 nxdomain"), "mx1 ✗dns"),
     case("MX host lookup timed out: temporary", W("10 mx1 timeout"), "mx1 ✗dns (temp)"),
@@ -320,6 +320,11 @@ def test_dane_route_carries_only_usable_records() -> None:
 def test_mta_sts_route_names_its_policy() -> None:
     (route,) = W("10 mx1", sts=ENFORCE).plan().routes
     assert route == MxRoute("mx1.d.test", 10, STS, policy_id="id1")
+
+
+def test_routes_carry_their_preference() -> None:
+    routes = W("10 mx1, 20 mx2 tlsa", secure=True).plan().routes
+    assert [(r.host, r.preference) for r in routes] == [("mx1.d.test", 10), ("mx2.d.test", 20)]
 
 
 def test_routes_are_pooled_per_method() -> None:

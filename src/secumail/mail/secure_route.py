@@ -195,8 +195,9 @@ def route_terms(strategy: TlsStrategy, request: RouteRequest) -> RouteTerms:
         strategy,
         relaxed_allowed=may_relax and strategy.relaxes,
         requiretls=request.requiretls,
-        # "TLS-Required: No" sets the downgrade memory aside, whether or not the account
-        # may relax (then the strategy, not the memory, keeps the route verified).
+        # "TLS-Required: No" sets the downgrade memory aside even where the account may
+        # not relax: the route stays at least verified then, but a weaker offer than
+        # remembered is not deferred for such a message. (Kept as it was; questionable.)
         use_memory=not request.tls_required_no,
     )
 
@@ -214,8 +215,9 @@ def plan(
 ) -> RoutePlan:
     """The route per MX, in preference order; MX hosts that may not be used, and why.
 
-    ``mx_hosts`` is the MX set as (preference, host), ties already shuffled (RFC 5321
-    §5.1); for a domain without MX records, the domain itself (the implicit MX, §5.1).
+    ``mx_hosts`` is the MX set as (preference, host) in the order to try: lowest
+    preference first, equal preferences shuffled (RFC 5321 §5.1; `net.dns` orders them),
+    kept as given; for a domain without MX records, the domain itself (implicit MX, §5.1).
     ``hosts`` holds what DNS said about each; ``sts`` the MTA-STS policy in force (cached
     or fresh, any mode); ``remembered`` the strongest method seen for the domain.
     """
@@ -228,8 +230,7 @@ def plan(
     enforce = (
         sts is not None and sts.mode is StsMode.ENFORCE and strategy.mta_sts is not Level.DISABLE
     )
-    # RFC 5321 §5.1: lowest preference first; sorted() is stable, so shuffled ties stay.
-    for preference, host in sorted(mx_hosts, key=lambda mx: mx[0]):
+    for preference, host in mx_hosts:
         info = hosts.get(host, HostDns())
         if info.lookup_failure or not info.addresses:
             why = info.lookup_failure or "has no address records"
