@@ -135,10 +135,6 @@ class RoutePlan:
     downgrade: str = ""  # non-empty: a weaker route than remembered; defer with this reason
     null_mx: bool = False  # RFC 7505: the domain accepts no mail
 
-    @property
-    def strongest(self) -> RouteMethod | None:
-        return max((r.method for r in self.routes), key=lambda m: m.strength, default=None)
-
 
 @dataclass(frozen=True, slots=True)
 class RouteRequest:
