@@ -1,7 +1,8 @@
 """The secure-route decision: what happened at each MX → the recipient domain's fate.
 
 DESIGN.md §2: encrypted, authenticated delivery or none; RFC 5321 §5.1 (try each MX in
-preference order), §4.5.4.1 (retry later after temporary failures).
+preference order), §4.5.4.1 (retry later after temporary failures). The route per MX
+(`plan()`) is tested in test_route_decision.py.
 """
 
 from __future__ import annotations
@@ -11,10 +12,7 @@ import pytest
 from secumail.mail.secure_route import (
     DomainFate,
     MxOutcome,
-    MxRoute,
-    RouteMethod,
     conclude,
-    plan_routes,
 )
 
 T, INS, TMP, P = MxOutcome.TRANSACTION, MxOutcome.INSECURE, MxOutcome.TEMPORARY, MxOutcome.PERMANENT
@@ -55,15 +53,3 @@ def test_insecure_and_permanent_is_a_final_failure(outcomes: list[MxOutcome]) ->
 def test_order_does_not_matter() -> None:
     for outcomes in ([INS, TMP, P], [T, INS, P], [INS, INS, P]):
         assert conclude(outcomes) is conclude(list(reversed(outcomes)))
-
-
-def test_plan_routes_keeps_preference_order_with_verified_tls() -> None:
-    routes = plan_routes([(10, "mx1.example.test"), (20, "mx2.example.test")])
-    assert routes == [
-        MxRoute("mx1.example.test", 10, RouteMethod.VERIFIED),
-        MxRoute("mx2.example.test", 20, RouteMethod.VERIFIED),
-    ]
-    # Connections are pooled per route: a verified connection never serves a DANE route.
-    dane = MxRoute("mx1.example.test", 10, RouteMethod.DANE)
-    assert routes[0].policy_key.startswith("verified")
-    assert routes[0].policy_key != dane.policy_key

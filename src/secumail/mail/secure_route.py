@@ -1,6 +1,17 @@
 """The secure-route decision for one recipient domain, as data (sans-I/O).
 
-`plan()` decides, per MX host and from what DNS and MTA-STS said, how it may be reached:
+The whole decision lives here, as pure functions over plain inputs; the I/O (DNS, the
+MTA-STS fetch, the operator's strategies and the route memory in the store) is
+`pipeline.route_planner`, which gathers the facts and asks:
+
+- `choose_strategy()`: the operator's override — recipient domain, else account, else
+  the strict default;
+- `route_terms()`: that strategy as the sender's account and message adjust it
+  (relaxed TLS, RFC 8689 REQUIRETLS and "TLS-Required: No"); the resulting `RouteTerms`
+  also say what is worth looking up (`wants_sts()`, `wants_tlsa()`);
+- `plan()`: per MX host, from what DNS and MTA-STS said, how it may be reached.
+
+`plan()` tries, per MX host:
 
 1. **DANE** (RFC 7672): the MX and address answers are DNSSEC-validated and the TLSA
    answer at `_25._tcp.<mx>` is too, with usable DANE-TA(2)/DANE-EE(3) records. Then DANE
@@ -17,7 +28,7 @@
 A `TlsStrategy` (operator overrides per recipient domain or account, in the style of
 Stalwart's TLS strategies) can require or disable DANE and MTA-STS and relax STARTTLS.
 The downgrade memory (the strongest method seen for the domain) turns a weaker offer into
-a temporary failure rather than a silent downgrade.
+a temporary failure rather than a silent downgrade. A null MX (RFC 7505) plans nothing.
 
 `conclude()` turns what happened at each MX into the recipient's fate:
 - a transaction took place over a secure route → the remote server's replies decide;
@@ -28,7 +39,7 @@ a temporary failure rather than a silent downgrade.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from secumail.mail.mta_sts import StsMode, StsPolicy
 from secumail.mail.tlsa import TlsaRecord, usable_for_smtp
@@ -76,21 +87,6 @@ class TlsStrategy:
     def relaxes(self) -> bool:
         return self.starttls is not Level.REQUIRE
 
-    def stricter(self, other: TlsStrategy) -> TlsStrategy:
-        """The combination that gives up nothing either asks for: requirements win over
-        options, options over disabling; relaxing STARTTLS needs both to relax."""
-        order = {Level.REQUIRE: 2, Level.OPTIONAL: 1, Level.DISABLE: 0}
-
-        def pick(a: Level, b: Level) -> Level:
-            return a if order[a] >= order[b] else b
-
-        return TlsStrategy(
-            dane=pick(self.dane, other.dane),
-            mta_sts=pick(self.mta_sts, other.mta_sts),
-            starttls=pick(self.starttls, other.starttls),
-            min_tls=max(self.min_tls, other.min_tls, key=TLS_VERSIONS.index),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class MxRoute:
@@ -137,16 +133,69 @@ class RoutePlan:
     routes: list[MxRoute] = field(default_factory=list)
     rejected: list[MxRejected] = field(default_factory=list)
     downgrade: str = ""  # non-empty: a weaker route than remembered; defer with this reason
-
-    @property
-    def strongest(self) -> RouteMethod | None:
-        return max((r.method for r in self.routes), key=lambda m: m.strength, default=None)
+    null_mx: bool = False  # RFC 7505: the domain accepts no mail
 
 
-def plan_routes(mx_hosts: list[tuple[int, str]], *, relaxed: bool = False) -> list[MxRoute]:
-    """Baseline routes (verified TLS, or relaxed) when nothing else is known."""
-    method = RouteMethod.RELAXED if relaxed else RouteMethod.VERIFIED
-    return [MxRoute(host, pref, method) for pref, host in mx_hosts]
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What the sender's account allows and the message asks of the route.
+
+    RFC 8689: ``requiretls`` is the REQUIRETLS MAIL FROM parameter (§4), ``tls_required_no``
+    the "TLS-Required: No" header field (§4.2.1). ``from_gateway``: the gateway's own mail,
+    which has no account (TLS reports carry "TLS-Required: No", RFC 8460 §5.1).
+    """
+
+    account_allows_relaxed: bool = False
+    from_gateway: bool = False
+    tls_required_no: bool = False
+    requiretls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTerms:
+    """The terms one message is routed on: the operator's strategy as the sender's request
+    adjusts it. They say what is worth looking up and what `plan()` may choose."""
+
+    strategy: TlsStrategy = TlsStrategy()
+    relaxed_allowed: bool = False  # a route below verified TLS may be chosen
+    requiretls: bool = False  # RFC 8689 §5: only an MX from DNSSEC or MTA-STS
+    use_memory: bool = True  # the downgrade memory applies
+
+    def wants_sts(self, *, null_mx: bool) -> bool:
+        """Is the MTA-STS policy worth fetching? Not when disabled, nor for a null MX."""
+        return self.strategy.mta_sts is not Level.DISABLE and not null_mx
+
+    def wants_tlsa(self, *, mx_secure: bool, addresses_secure: bool) -> bool:
+        """RFC 7672 §2.2: TLSA records count only on a fully validated path (MX and
+        address answers DNSSEC-secure), and not at all where DANE is disabled."""
+        return self.strategy.dane is not Level.DISABLE and mx_secure and addresses_secure
+
+
+def choose_strategy(for_domain: TlsStrategy | None, for_account: TlsStrategy | None) -> TlsStrategy:
+    """The most specific override: recipient domain, else account, else the strict default."""
+    return for_domain or for_account or TlsStrategy()
+
+
+def route_terms(strategy: TlsStrategy, request: RouteRequest) -> RouteTerms:
+    """Below verified TLS only where the account allows it, or for the gateway's own mail
+    marked "TLS-Required: No"; never for a REQUIRETLS message (RFC 8689 §4, §5)."""
+    may_relax = (
+        request.account_allows_relaxed or (request.from_gateway and request.tls_required_no)
+    ) and not request.requiretls
+    if request.tls_required_no and may_relax:
+        # RFC 8689 §4.2.1: the sender asks that recipient TLS policies be ignored.
+        strategy = replace(
+            strategy, dane=Level.DISABLE, mta_sts=Level.DISABLE, starttls=Level.OPTIONAL
+        )
+    return RouteTerms(
+        strategy,
+        relaxed_allowed=may_relax and strategy.relaxes,
+        requiretls=request.requiretls,
+        # "TLS-Required: No" sets the downgrade memory aside even where the account may
+        # not relax: the route stays at least verified then, but a weaker offer than
+        # remembered is not deferred for such a message. (Kept as it was; questionable.)
+        use_memory=not request.tls_required_no,
+    )
 
 
 def plan(
@@ -156,13 +205,24 @@ def plan(
     mx_secure: bool,
     hosts: dict[str, HostDns],
     sts: StsPolicy | None,
-    strategy: TlsStrategy = TlsStrategy(),
-    relaxed_allowed: bool = False,
+    terms: RouteTerms = RouteTerms(),
     remembered: RouteMethod | None = None,
-    requiretls: bool = False,
+    null_mx: bool = False,
 ) -> RoutePlan:
-    """The route per MX, in preference order; MX hosts that may not be used, and why."""
+    """The route per MX, in preference order; MX hosts that may not be used, and why.
+
+    ``mx_hosts`` is the MX set as (preference, host) in the order to try: lowest
+    preference first, equal preferences shuffled (RFC 5321 §5.1; `net.dns` orders them),
+    kept as given; for a domain without MX records, the domain itself (implicit MX, §5.1).
+    ``hosts`` holds what DNS said about each; ``sts`` the MTA-STS policy in force (cached
+    or fresh, any mode); ``remembered`` the strongest method seen for the domain.
+    """
+    if null_mx:
+        # RFC 7505 §3: a single MX "." means the domain accepts no mail; nothing to route.
+        return RoutePlan(domain, null_mx=True)
     result = RoutePlan(domain)
+    strategy = terms.strategy
+    # RFC 8461 §5: only "enforce" binds; "testing" and "none" fall through to the baseline.
     enforce = (
         sts is not None and sts.mode is StsMode.ENFORCE and strategy.mta_sts is not Level.DISABLE
     )
@@ -186,9 +246,9 @@ def plan(
             mx_secure=mx_secure,
             sts=sts if enforce else None,
             strategy=strategy,
-            relaxed_allowed=relaxed_allowed,
+            relaxed_allowed=terms.relaxed_allowed,
         )
-        if route is not None and requiretls and not _requiretls_ok(route, mx_secure):
+        if route is not None and terms.requiretls and not _requiretls_ok(route, mx_secure):
             # RFC 8689 §5: the MX must come from DNSSEC or an MTA-STS policy.
             route, rejected = (
                 None,
@@ -203,17 +263,29 @@ def plan(
             result.routes.append(route)
         if rejected is not None:
             result.rejected.append(rejected)
-    offered = _offered(hosts, mx_secure=mx_secure, enforce=enforce)
-    if (
-        remembered is not None
-        and remembered.authenticated
-        and not _overridden(remembered, strategy)
-    ) and offered.strength < remembered.strength:
-        result.downgrade = (
-            f"{domain} offered {remembered.value} before and now only {offered.value}: refusing "
-            "a possible downgrade until an operator clears it or the memory expires"
-        )
+    if terms.use_memory and remembered is not None:
+        offered = _offered(hosts, mx_secure=mx_secure, enforce=enforce)
+        result.downgrade = _downgrade(domain, remembered, offered, strategy)
     return result
+
+
+def _downgrade(
+    domain: str, remembered: RouteMethod, offered: RouteMethod, strategy: TlsStrategy
+) -> str:
+    """Why a weaker offer than remembered is refused for now; "" when it is not weaker.
+
+    The downgrade memory (docs/security.md): once a domain was reached over DANE or
+    MTA-STS, an attacker who strips its DNSSEC or its policy gets a delay, not a weaker
+    connection. An operator who disabled that method for the domain has decided otherwise.
+    """
+    if not remembered.authenticated or _overridden(remembered, strategy):
+        return ""
+    if offered.strength >= remembered.strength:
+        return ""
+    return (
+        f"{domain} offered {remembered.value} before and now only {offered.value}: refusing "
+        "a possible downgrade until an operator clears it or the memory expires"
+    )
 
 
 def _offered(hosts: dict[str, HostDns], *, mx_secure: bool, enforce: bool) -> RouteMethod:

@@ -1,10 +1,11 @@
-"""Gathers what the secure-route decision needs and asks `mail.secure_route.plan()`.
+"""Gathers what the secure-route decision needs and asks `mail.secure_route`.
 
 For one recipient domain: the MX set (with its DNSSEC status), per MX host the addresses
 and — on a fully validated path — the TLSA records at `_<port>._tcp.<mx>` (RFC 7672
-§2.2), the MTA-STS policy (RFC 8461), the operator's TLS strategy (domain row, else
-account row, else the strict default), and the downgrade memory. The planner does I/O;
-the decision itself stays pure.
+§2.2), the MTA-STS policy (RFC 8461), the operator's TLS strategies (domain row, account
+row), and the downgrade memory. The planner only does this I/O; every decision (which
+strategy, what the message's REQUIRETLS / "TLS-Required: No" change, what is worth
+looking up, the route per MX, a possible downgrade) is a pure function there.
 """
 
 from __future__ import annotations
@@ -13,13 +14,24 @@ import asyncio
 from dataclasses import dataclass, replace
 
 from secumail.errors import DnsError, DnsPermanentError, DnsTemporaryError
-from secumail.mail.secure_route import HostDns, Level, RouteMethod, RoutePlan, TlsStrategy, plan
+from secumail.mail.secure_route import (
+    HostDns,
+    Level,
+    RouteMethod,
+    RoutePlan,
+    RouteRequest,
+    RouteTerms,
+    TlsStrategy,
+    choose_strategy,
+    plan,
+    route_terms,
+)
 from secumail.mail.tlsa import TlsaRecord
 from secumail.net.dns import MxAnswer, Resolver
 from secumail.pipeline.mta_sts_source import StsLookup, StsPolicySource
 from secumail.pipeline.ttl_cache import TtlCache
 from secumail.store.records import Account
-from secumail.store.routing import RoutingStore, TlsPolicyRow
+from secumail.store.routing import RouteMemory, RoutingStore, TlsPolicyRow
 
 
 @dataclass(slots=True)
@@ -30,7 +42,7 @@ class DomainRoute:
     plan: RoutePlan
     hosts: dict[str, HostDns]
     sts: StsLookup
-    strategy: TlsStrategy
+    strategy: TlsStrategy  # as the message's request adjusted it
 
 
 def strategy_of(row: TlsPolicyRow | None) -> TlsStrategy | None:
@@ -49,7 +61,7 @@ class RoutePlanner:
         self.port = port
         # Read on every message, changed rarely: operators' changes show within seconds.
         self._strategies: TtlCache[TlsStrategy] = TtlCache(5.0)
-        self._memory: TtlCache = TtlCache(5.0)
+        self._memory: TtlCache[RouteMemory | None] = TtlCache(5.0)
 
     async def strategy(self, domain: str, account_id: str | None) -> TlsStrategy:
         """The most specific override: recipient domain, else account, else the default."""
@@ -58,10 +70,11 @@ class RoutePlanner:
         )
 
     async def _strategy(self, domain: str, account_id: str | None) -> TlsStrategy:
-        found = strategy_of(await self.routing.tls_policy("domain", domain))
-        if found is None and account_id:
-            found = strategy_of(await self.routing.tls_policy("account", account_id))
-        return found or TlsStrategy()
+        for_domain = strategy_of(await self.routing.tls_policy("domain", domain))
+        for_account = None
+        if for_domain is None and account_id:  # read only when it can matter
+            for_account = strategy_of(await self.routing.tls_policy("account", account_id))
+        return choose_strategy(for_domain, for_account)
 
     async def route(
         self,
@@ -73,41 +86,38 @@ class RoutePlanner:
     ) -> DomainRoute:
         """Raises DnsPermanentError (no such domain) and DnsTemporaryError (try later)."""
         answer = await self.resolver.mx(domain)
-        strategy = await self.strategy(domain, account.id if account else None)
-        # Below verified TLS only where the account allows it; the gateway's own reports
-        # (no account) carry "TLS-Required: No" as RFC 8460 §5.1 asks.
-        relaxed_allowed = (
-            bool(account and account.allow_relaxed_tls) or (account is None and tls_required_no)
-        ) and not requiretls
-        if tls_required_no and relaxed_allowed:
-            # RFC 8689 §4.2.1: the sender asks that recipient TLS policies be ignored.
-            strategy = replace(
-                strategy, dane=Level.DISABLE, mta_sts=Level.DISABLE, starttls=Level.OPTIONAL
-            )
+        terms = route_terms(
+            await self.strategy(domain, account.id if account else None),
+            RouteRequest(
+                account_allows_relaxed=bool(account and account.allow_relaxed_tls),
+                from_gateway=account is None,
+                tls_required_no=tls_required_no,
+                requiretls=requiretls,
+            ),
+        )
         sts = StsLookup(None)
-        if strategy.mta_sts is not Level.DISABLE and not answer.null_mx:
+        if terms.wants_sts(null_mx=answer.null_mx):
             sts = await self.sts.lookup(domain)
         hosts = dict(
-            await asyncio.gather(
-                *(self._host(h.host, answer.secure, strategy) for h in answer.hosts)
-            )
+            await asyncio.gather(*(self._host(h.host, answer.secure, terms) for h in answer.hosts))
         )
-        memory = await self._memory.get(domain, lambda: self.routing.memory(domain))
-        remembered = RouteMethod(memory.method) if memory is not None else None
+        remembered = None
+        if terms.use_memory:
+            memory = await self._memory.get(domain, lambda: self.routing.memory(domain))
+            remembered = RouteMethod(memory.method) if memory is not None else None
         result = plan(
             domain,
             [(h.preference, h.host) for h in answer.hosts],
             mx_secure=answer.secure,
             hosts=hosts,
             sts=sts.policy,
-            strategy=strategy,
-            relaxed_allowed=relaxed_allowed and strategy.relaxes,
-            remembered=remembered if not tls_required_no else None,
-            requiretls=requiretls,
+            terms=terms,
+            remembered=remembered,
+            null_mx=answer.null_mx,
         )
-        return DomainRoute(answer, result, hosts, sts, strategy)
+        return DomainRoute(answer, result, hosts, sts, terms.strategy)
 
-    async def _host(self, host: str, mx_secure: bool, strategy: TlsStrategy) -> tuple[str, HostDns]:
+    async def _host(self, host: str, mx_secure: bool, terms: RouteTerms) -> tuple[str, HostDns]:
         try:
             addresses, addr_secure = await self.resolver.addresses_secure(host)
         except DnsPermanentError:
@@ -115,7 +125,7 @@ class RoutePlanner:
         except DnsTemporaryError as exc:
             return host, HostDns(lookup_failure=str(exc))
         info = HostDns(tuple(addresses), addr_secure)
-        if strategy.dane is Level.DISABLE or not (mx_secure and addr_secure):
+        if not terms.wants_tlsa(mx_secure=mx_secure, addresses_secure=addr_secure):
             return host, info
         try:
             tlsa = await self.resolver.tlsa(host, self.port)
