@@ -244,7 +244,7 @@ CASES = [
     case("remembered DANE, relaxed account still refused", W("10 mx1", strategy=STARTTLS_OPT, request=RELAXED_ACCOUNT, remembered=DANE), "mx1 relaxed, downgrade"),
     case("remembered DANE, TLS-Required: No (allowed)", W("10 mx1", request=RELAXED_TRN, remembered=DANE), "mx1 relaxed"),
     # Current behaviour: the header sets the memory aside even where the account may not relax.
-    case("remembered DANE, TLS-Required: No (not allowed)", W("10 mx1", request=TRN, remembered=DANE), "mx1 verified"),
+    case("remembered DANE, TLS-Required: No (not allowed): downgrade", W("10 mx1", request=TRN, remembered=DANE), "mx1 verified, downgrade"),
     # -- MX order (RFC 5321 §5.1) ------------------------------------------------------------------------------
     case("5321 §5.1 tried in the order given (lowest preference first)", W("10 mx1, 20 mx2, 30 mx3"), "mx1 verified, mx2 verified, mx3 verified"),
     case("5321 §5.1 equal preferences: the resolver's shuffle kept", W("10 mxb, 10 mxa"), "mxb verified, mxa verified"),
@@ -349,9 +349,9 @@ TERMS = [
     (STRICT,       RELAXED_TRN,        OFF, OFF, OPT, True,  False),  # RFC 8689 §4.2.1
     (DANE_REQ,     RELAXED_TRN,        OFF, OFF, OPT, True,  False),
     (STRICT,       GATEWAY_TRN,        OFF, OFF, OPT, True,  False),  # RFC 8460 §5.1 reports
-    (STRICT,       TRN,                OPT, OPT, REQ, False, False),  # not allowed: only the memory yields
+    (STRICT,       TRN,                OPT, OPT, REQ, False, True),   # not allowed: the header changes nothing
     (STARTTLS_OPT, RELAXED_REQTLS,     OPT, OPT, OPT, False, True),   # RFC 8689 §4: never relaxed
-    (STRICT,       RELAXED_TRN_REQTLS, OPT, OPT, REQ, False, False),
+    (STRICT,       RELAXED_TRN_REQTLS, OPT, OPT, REQ, False, True),   # REQUIRETLS wins: nothing relaxed
 ]
 # fmt: on
 

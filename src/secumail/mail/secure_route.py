@@ -191,10 +191,10 @@ def route_terms(strategy: TlsStrategy, request: RouteRequest) -> RouteTerms:
         strategy,
         relaxed_allowed=may_relax and strategy.relaxes,
         requiretls=request.requiretls,
-        # "TLS-Required: No" sets the downgrade memory aside even where the account may
-        # not relax: the route stays at least verified then, but a weaker offer than
-        # remembered is not deferred for such a message. (Kept as it was; questionable.)
-        use_memory=not request.tls_required_no,
+        # "TLS-Required: No" sets the downgrade memory aside only where it is honoured
+        # (RFC 8689 §4.2.1 for senders allowed to relax): from any other sender the header
+        # changes nothing, so it cannot switch off downgrade protection either.
+        use_memory=not (request.tls_required_no and may_relax),
     )
 
 
