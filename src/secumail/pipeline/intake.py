@@ -43,7 +43,8 @@ class Intake:
         self.local: LocalConsumer | None = None
 
     async def full(self) -> bool:
-        """Admission control: is the first queue over its bound?"""
+        """Admission control: is the work waiting for the stages at the bus's bound (or
+        waiting too long)? `Bus.over_bound` says what counts."""
         return await self.bus.over_bound(self.first_queue)
 
     async def accept(
