@@ -13,10 +13,9 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
 
 from secumail.pipeline.bus import Claimed, Job, Publish
-from secumail.store.database import Database
+from secumail.store.database import Database, Op
 
 BUS_SCHEMA = [
     # AUTOINCREMENT: an id is never reused, so nothing said about a finished job can
@@ -38,8 +37,6 @@ BUS_SCHEMA = [
 
 POLL = 1.0
 DEPTH_CACHE = 0.2
-
-Op = Callable[[sqlite3.Connection], object]
 
 
 def _insert(
