@@ -88,7 +88,7 @@ async def send_message(
                 "1 to 255 printable characters",
                 field="Idempotency-Key",
             )
-        seen = await ctx.services.suppressions.idempotent(who.account.id, key)
+        seen = await ctx.services.idempotency.find(who.account.id, key)
         if seen is not None:
             if not matches(seen[0], ctype, raw):
                 raise ApiProblem(
@@ -153,7 +153,7 @@ async def send_message(
     if key is not None:
         digest = request_digest(ctype, raw)
         await ctx.services.db.run(
-            ctx.services.suppressions.remember_op(who.account.id, key, digest, 202, response)
+            ctx.services.idempotency.remember_op(who.account.id, key, digest, 202, response)
         )
     return JSONResponse(response, status_code=202)
 
