@@ -20,15 +20,15 @@ def test_the_first_answer_to_a_key_is_kept(gateway_db: Database) -> None:
     acc = account(gateway_db)
     store = IdempotencyStore(gateway_db)
     assert asyncio.run(store.find(acc, "k1")) is None
-    asyncio.run(gateway_db.run(store.remember_op(acc, "k1", "hash-a", 202, {"id": "m_1"})))
-    asyncio.run(gateway_db.run(store.remember_op(acc, "k1", "hash-b", 202, {"id": "m_2"})))
+    asyncio.run(store.remember(acc, "k1", "hash-a", 202, {"id": "m_1"}))
+    asyncio.run(store.remember(acc, "k1", "hash-b", 202, {"id": "m_2"}))
     assert asyncio.run(store.find(acc, "k1")) == ("hash-a", 202, {"id": "m_1"})
 
 
 def test_a_key_belongs_to_its_account(gateway_db: Database) -> None:
     acc, other = account(gateway_db), account(gateway_db, "Other clinic")
     store = IdempotencyStore(gateway_db)
-    asyncio.run(gateway_db.run(store.remember_op(acc, "k1", "hash-a", 202, {"id": "m_1"})))
+    asyncio.run(store.remember(acc, "k1", "hash-a", 202, {"id": "m_1"}))
     assert asyncio.run(store.find(other, "k1")) is None
 
 

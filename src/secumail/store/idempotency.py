@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from secumail.store.database import Database, Op
+from secumail.store.database import Database
 
 # (request hash, HTTP status, response body) as remembered
 Remembered = tuple[str, int, dict[str, Any]]
@@ -31,12 +31,13 @@ class IdempotencyStore:
         )
         return None if row is None else (row[0], row[1], json.loads(row[2]))
 
-    @staticmethod
-    def remember_op(
-        account_id: str, key: str, request_hash: str, status: int, response: dict[str, Any]
-    ) -> Op:
-        """The write that remembers an answer; the first one for a key stays."""
-        return lambda c: c.execute(
-            "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
-            (account_id, key, request_hash, status, json.dumps(response), time.time()),
+    async def remember(
+        self, account_id: str, key: str, request_hash: str, status: int, response: dict[str, Any]
+    ) -> None:
+        """Keep the answer given to a request; the first one for a key stays."""
+        await self.db.run(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
+                (account_id, key, request_hash, status, json.dumps(response), time.time()),
+            )
         )
