@@ -13,13 +13,18 @@ from secumail.mail.address import AddressError, parse_address
 from secumail.store.audit_chain import AuditKind
 
 
+def _notify_address(text: str | None) -> str | None:
+    """The --notify address, checked; None when not given."""
+    if not text:
+        return None
+    try:
+        return str(parse_address(text))
+    except AddressError as exc:
+        raise ConfigError(f"--notify: {exc}") from exc
+
+
 async def account_create(sv: Services, args: argparse.Namespace) -> int:
-    notify = None
-    if args.notify:
-        try:
-            notify = str(parse_address(args.notify))
-        except AddressError as exc:
-            raise ConfigError(f"--notify: {exc}") from exc
+    notify = _notify_address(args.notify)
     account = await sv.store.create_account(
         args.name, locale=args.locale, notify_address=notify, store_subject=args.store_subject
     )
@@ -42,12 +47,7 @@ def _on_off(value: str | None) -> bool | None:
 
 
 async def account_update(sv: Services, args: argparse.Namespace) -> int:
-    notify = None
-    if args.notify:
-        try:
-            notify = str(parse_address(args.notify))
-        except AddressError as exc:
-            raise ConfigError(f"--notify: {exc}") from exc
+    notify = _notify_address(args.notify)
     if args.retention_days is not None and args.retention_days < 1:
         raise ConfigError("--retention-days: at least 1")
     account = await sv.store.update_account(
