@@ -120,16 +120,19 @@ class _SignerRsaKey(rsa.RSAPrivateKey):
     """An `RSAPrivateKey` face on a `Signer`, for cryptography's builders."""
 
     def __init__(self, signer: Signer) -> None:
+        public = signer.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise ValueError(f"not an RSA key: {type(public).__name__}")
         self._signer = signer
-        self._public = signer.public_key()
+        self._public = public
 
     def sign(
         self,
         data: bytes,
         padding: AsymmetricPadding,
-        algorithm: asym_utils.Prehashed | hashes.HashAlgorithm,
+        algorithm: asym_utils.Prehashed | hashes.HashAlgorithm | asym_utils.NoDigestInfo,
     ) -> bytes:
-        if not isinstance(padding, PKCS1v15) or isinstance(algorithm, asym_utils.Prehashed):
+        if not isinstance(padding, PKCS1v15) or not isinstance(algorithm, hashes.HashAlgorithm):
             raise ValueError("a Signer makes PKCS#1 v1.5 signatures over whole data only")
         return self._signer.sign(data, algorithm)
 
@@ -152,7 +155,7 @@ class _SignerRsaKey(rsa.RSAPrivateKey):
     def __copy__(self) -> _SignerRsaKey:
         return self
 
-    def __deepcopy__(self, memo: dict) -> _SignerRsaKey:
+    def __deepcopy__(self, memo: dict[int, object]) -> _SignerRsaKey:
         return self
 
 
@@ -160,16 +163,23 @@ class _SignerEcKey(ec.EllipticCurvePrivateKey):
     """An `EllipticCurvePrivateKey` face on a `Signer`, for cryptography's builders."""
 
     def __init__(self, signer: Signer) -> None:
+        public = signer.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise ValueError(f"not an EC key: {type(public).__name__}")
         self._signer = signer
-        self._public = signer.public_key()
+        self._public = public
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(
+        self,
+        data: bytes | bytearray | memoryview,
+        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
+    ) -> bytes:
         algorithm = getattr(signature_algorithm, "algorithm", None)
         if not isinstance(signature_algorithm, ec.ECDSA) or not isinstance(
             algorithm, hashes.HashAlgorithm
         ):
             raise ValueError("a Signer makes ECDSA signatures over whole data only")
-        return self._signer.sign(data, algorithm)
+        return self._signer.sign(bytes(data), algorithm)
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._public
@@ -194,7 +204,7 @@ class _SignerEcKey(ec.EllipticCurvePrivateKey):
     def __copy__(self) -> _SignerEcKey:
         return self
 
-    def __deepcopy__(self, memo: dict) -> _SignerEcKey:
+    def __deepcopy__(self, memo: dict[int, object]) -> _SignerEcKey:
         return self
 
 
@@ -212,7 +222,7 @@ def as_private_key(signer: Signer) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivat
     raise ValueError(f"a CA key must be RSA or EC, not {type(public).__name__}")
 
 
-def _hash_for(public: PublicKey) -> hashes.HashAlgorithm:
+def _hash_for(public: PublicKey) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(public, ec.EllipticCurvePublicKey) and public.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
@@ -476,7 +486,10 @@ def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
+        public = issuer.public_key()
+        if not isinstance(public, PublicKey):
+            raise ConfigError(f"unsupported CA key type {type(public).__name__}") from None
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(public)
 
 
 def _years_from_now(years: int) -> datetime:
