@@ -129,7 +129,7 @@ async def _replay(
 
 def _submission(ctx: ApiContext, who: Caller, ctype: str, raw: bytes) -> Submission:
     """The message the request body describes: JSON fields, or raw MIME as it is."""
-    metadata: dict = {}
+    metadata: dict[str, str] = {}
     requiretls = False
     if ctype == "application/json":
         body = _message_in(raw)
@@ -167,7 +167,7 @@ def _message_in(raw: bytes) -> MessageIn:
     return body
 
 
-def _check_metadata(metadata: dict) -> None:
+def _check_metadata(metadata: dict[str, str]) -> None:
     """Metadata goes into headers: no CR, LF or NUL in it."""
     for k, v in metadata.items():
         if any(c in k + v for c in "\r\n\x00"):

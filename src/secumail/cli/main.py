@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from secumail import __version__
@@ -48,7 +49,10 @@ MODULES = (
     config,
     queues,
 )
-COMMANDS = {key: handler for module in MODULES for key, handler in module.COMMANDS.items()}
+Handler = Callable[[Services, argparse.Namespace], Awaitable[int]]
+COMMANDS: dict[tuple[str, str | None], Handler] = {
+    key: handler for module in MODULES for key, handler in module.COMMANDS.items()
+}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -8,8 +8,10 @@ top-level subparsers, and `COMMANDS`, the handler of each (command, action) pair
 from __future__ import annotations
 
 import argparse
+from typing import TypeAlias
 
-Subcommands = argparse._SubParsersAction  # what add_subparsers() returns
+# What add_subparsers() returns (a string: the class is generic only to type checkers).
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def command(parent: Subcommands, name: str, help_: str) -> argparse.ArgumentParser:
