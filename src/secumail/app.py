@@ -54,9 +54,11 @@ from secumail.pki.key_source import create_ca, ensure_evidence_key, load_ca, loa
 from secumail.pki.smime_issuer import SmimeIssuer
 from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
 from secumail.spool.master_key import ensure_master_key, load_master_key
+from secumail.store.account_events import AccountEventLog
 from secumail.store.audit import AuditLog
 from secumail.store.audit_chain import AuditKind
 from secumail.store.database import Database
+from secumail.store.idempotency import IdempotencyStore
 from secumail.store.metadata import MetadataStore
 from secumail.store.personal_data import PersonalData
 from secumail.store.retention import MetadataRetention
@@ -214,6 +216,14 @@ class Services:
     @functools.cached_property
     def suppressions(self) -> SuppressionStore:
         return SuppressionStore(self.db)
+
+    @functools.cached_property
+    def idempotency(self) -> IdempotencyStore:
+        return IdempotencyStore(self.db)
+
+    @functools.cached_property
+    def account_events(self) -> AccountEventLog:
+        return AccountEventLog(self.db)
 
     @functools.cached_property
     def acceptor(self) -> MessageAcceptor:

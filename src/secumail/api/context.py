@@ -6,13 +6,14 @@ import base64
 import binascii
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import Request
 
 from secumail.api.problems import ApiProblem
 from secumail.api.refusals import refused_login
+from secumail.api.services import ApiServices
 from secumail.api.tokens import (
     SCOPES,
     OidcVerifier,
@@ -49,7 +50,7 @@ class RateLimiter:
 @dataclass
 class ApiContext:
     settings: Settings
-    services: Any  # secumail.app.Services (typed loosely: the api sits below app)
+    services: ApiServices  # secumail.app.Services, seen through what the API uses
     issuer: TokenIssuer
     oidc: OidcVerifier | None
     limiter: RateLimiter
@@ -122,7 +123,7 @@ async def caller(request: Request) -> Caller:
     return Caller(account, principal)
 
 
-def require(scope: str):
+def require(scope: str) -> Callable[[Request], Awaitable[Caller]]:
     async def check(request: Request) -> Caller:
         who = await caller(request)
         if scope not in who.principal.scopes:

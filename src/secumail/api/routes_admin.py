@@ -120,7 +120,7 @@ async def verify_domain(
     )
     if not (result.owned and result.dkim_published):
         missing = [c["record"] for c in result.checks if not c["ok"]]
-        await ctx.services.suppressions.account_event(
+        await ctx.services.account_events.record(
             who.account.id, "domain_dns_error", {"domain": domain.name, "missing": missing}
         )
     return DomainCheckOut(

@@ -81,51 +81,67 @@ async def send_message(
     raw = await request.body()
     key = request.headers.get("idempotency-key")
     if key is not None:
-        if not 1 <= len(key) <= 255 or not key.isprintable():
-            raise ApiProblem(
-                422,
-                "invalid-idempotency-key",
-                "1 to 255 printable characters",
-                field="Idempotency-Key",
-            )
-        seen = await ctx.services.suppressions.idempotent(who.account.id, key)
-        if seen is not None:
-            if not matches(seen[0], ctype, raw):
-                raise ApiProblem(
-                    422,
-                    "idempotency-key-reused",
-                    "this Idempotency-Key was used for another request",
-                    field="Idempotency-Key",
-                )
-            return JSONResponse(
-                seen[2], status_code=seen[1], headers={"Idempotent-Replayed": "true"}
-            )
-    metadata: dict = {}
+        replay = await _replay(ctx, who, _checked_key(key), ctype, raw)
+        if replay is not None:
+            return replay
+    submission = _submission(ctx, who, ctype, raw)
+    message_id = await _accept(ctx, submission)
+    response = AcceptedOut(
+        id=message_id,
+        recipients=[
+            RecipientOut(address=str(a), status=RecipientStatus.QUEUED.value)
+            for a in submission.recipients
+        ],
+    ).model_dump()
+    if key is not None:
+        await ctx.services.idempotency.remember(
+            who.account.id, key, request_digest(ctype, raw), 202, response
+        )
+    return JSONResponse(response, status_code=202)
+
+
+def _checked_key(key: str) -> str:
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ApiProblem(
+            422, "invalid-idempotency-key", "1 to 255 printable characters", field="Idempotency-Key"
+        )
+    return key
+
+
+async def _replay(
+    ctx: ApiContext, who: Caller, key: str, ctype: str, raw: bytes
+) -> JSONResponse | None:
+    """The answer already given to this Idempotency-Key, when it was given to this same
+    request; None when the key is new."""
+    seen = await ctx.services.idempotency.find(who.account.id, key)
+    if seen is None:
+        return None
+    request_hash, status, response = seen
+    if not matches(request_hash, ctype, raw):
+        raise ApiProblem(
+            422,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used for another request",
+            field="Idempotency-Key",
+        )
+    return JSONResponse(response, status_code=status, headers={"Idempotent-Replayed": "true"})
+
+
+def _submission(ctx: ApiContext, who: Caller, ctype: str, raw: bytes) -> Submission:
+    """The message the request body describes: JSON fields, or raw MIME as it is."""
+    metadata: dict[str, str] = {}
     requiretls = False
     if ctype == "application/json":
-        try:
-            body = MessageIn.model_validate_json(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ApiProblem(
-                422,
-                "invalid-input",
-                first["msg"],
-                field=".".join(str(p) for p in first["loc"]) or None,
-            ) from exc
+        body = _message_in(raw)
         sender, rcpts, message = compose(body, ctx.settings.server.hostname)
         metadata, requiretls = body.metadata, body.require_tls
-        for k, v in metadata.items():
-            if any(c in k + v for c in "\r\n\x00"):
-                raise ApiProblem(
-                    422, "header-injection", "CR, LF or NUL in metadata", field=f"metadata.{k}"
-                )
+        _check_metadata(metadata)
     elif ctype == "message/rfc822":
         sender, rcpts, message = raw_recipients(raw)
     else:
         raise ApiProblem(415, "unsupported-media-type", "send application/json or message/rfc822")
     smtputf8 = not all(a.is_ascii and a.domain.isascii() for a in [sender, *rcpts])
-    submission = Submission(
+    return Submission(
         who.account,
         sender,
         rcpts,
@@ -135,8 +151,35 @@ async def send_message(
         requiretls=requiretls,
         metadata=metadata,
     )
+
+
+def _message_in(raw: bytes) -> MessageIn:
     try:
-        message_id = await ctx.services.acceptor.accept(submission)
+        body = MessageIn.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ApiProblem(
+            422,
+            "invalid-input",
+            first["msg"],
+            field=".".join(str(p) for p in first["loc"]) or None,
+        ) from exc
+    return body
+
+
+def _check_metadata(metadata: dict[str, str]) -> None:
+    """Metadata goes into headers: no CR, LF or NUL in it."""
+    for k, v in metadata.items():
+        if any(c in k + v for c in "\r\n\x00"):
+            raise ApiProblem(
+                422, "header-injection", "CR, LF or NUL in metadata", field=f"metadata.{k}"
+            )
+
+
+async def _accept(ctx: ApiContext, submission: Submission) -> str:
+    """The new message's id; a refusal as the API's problem (503 with Retry-After when busy)."""
+    try:
+        return await ctx.services.acceptor.accept(submission)
     except Refusal as r:
         if r.http == 503:
             count(ctx, "admissions_refused")
@@ -144,18 +187,6 @@ async def send_message(
         raise ApiProblem(
             r.http, "refused", f"{r.text} ({r.enhanced})", field=r.field or None
         ) from r
-    response = AcceptedOut(
-        id=message_id,
-        recipients=[
-            RecipientOut(address=str(a), status=RecipientStatus.QUEUED.value) for a in rcpts
-        ],
-    ).model_dump()
-    if key is not None:
-        digest = request_digest(ctype, raw)
-        await ctx.services.db.run(
-            ctx.services.suppressions.remember_op(who.account.id, key, digest, 202, response)
-        )
-    return JSONResponse(response, status_code=202)
 
 
 @router.get(

@@ -11,6 +11,7 @@ from typing import Any
 
 from secumail.app import Services
 from secumail.cli.output import emit, when
+from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError
 from secumail.store.audit_chain import AuditEntry, AuditKind
 
@@ -107,17 +108,15 @@ async def audit_verify(sv: Services, args: argparse.Namespace) -> int:
     return 0 if report.intact else 1
 
 
-def add_parser(sub: argparse._SubParsersAction, cmd) -> None:
-    audit = sub.add_parser("audit", help="the audit log (hash-chained)").add_subparsers(
-        dest="action", required=True
-    )
-    c = cmd("list", "administrative and security events, oldest first", audit)
+def register(sub: Subcommands) -> None:
+    audit = actions(sub, "audit", "the audit log (hash-chained)")
+    c = command(audit, "list", "administrative and security events, oldest first")
     c.add_argument("--since", default=None, help="7d, 12h, or an ISO date/date-time")
     c.add_argument(
         "--kind", action="append", choices=[k.value for k in AuditKind], help="repeatable"
     )
     c.add_argument("--limit", type=int, default=None, metavar="N", help="only the newest N")
-    c = cmd("verify", "check the hash chain (exit 0 only when intact)", audit)
+    c = command(audit, "verify", "check the hash chain (exit 0 only when intact)")
     c.add_argument(
         "--head", default=None, metavar="SEQ:HASH", help="a head noted earlier: it must still be there"
     )

@@ -7,6 +7,7 @@ import sys
 
 from secumail.app import Services
 from secumail.cli.output import emit
+from secumail.cli.parsing import Subcommands, command
 from secumail.pipeline.preflight import CheckResult, MxProbe
 
 
@@ -75,9 +76,9 @@ async def check(sv: Services, args: argparse.Namespace) -> int:
     return 0 if all(r.secure for r in results) else 3
 
 
-def add_parser(sub: argparse._SubParsersAction, cmd) -> None:
-    c = cmd(
-        "check", "can these recipients be reached securely? (live probe; exit 3 when not all)", sub
+def register(sub: Subcommands) -> None:
+    c = command(
+        sub, "check", "can these recipients be reached securely? (live probe; exit 3 when not all)"
     )
     c.add_argument("targets", nargs="+", metavar="ADDRESS|DOMAIN")
     c.add_argument("--account", default=None, help="apply this account's TLS strategy")

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, SecretStr
 
 from secumail.cli.output import emit
+from secumail.cli.parsing import Subcommands, actions, command
 from secumail.config import Settings, load_settings
 from secumail.errors import ConfigError
 from secumail.mail.dns_records import hostname_problem
@@ -365,17 +366,20 @@ def check(load: Callable[[], Settings], as_json: bool) -> int:
 
 
 # -- the subcommands -----------------------------------------------------------------
-def add_parser(
-    sub: argparse._SubParsersAction, cmd: Callable[..., argparse.ArgumentParser]
-) -> None:
-    config = sub.add_parser("config", help="the settings file").add_subparsers(
-        dest="action", required=True
-    )
-    c = cmd(
-        "show", "the settings in effect (set ones; --all: with defaults); secrets masked", config
+def register(sub: Subcommands) -> None:
+    config = actions(sub, "config", "the settings file")
+    c = command(
+        config, "show", "the settings in effect (set ones; --all: with defaults); secrets masked"
     )
     c.add_argument("--all", action="store_true", help="every setting, defaults included")
-    cmd("check", "check the settings file: values, listen addresses, the files it names", config)
+    command(
+        config, "check", "check the settings file: values, listen addresses, the files it names"
+    )
+
+
+# `config` runs without the services (it must work on a file that does not load):
+# cli.main calls `run` itself.
+COMMANDS: dict = {}
 
 
 def run(args: argparse.Namespace, path: Path | None) -> int:

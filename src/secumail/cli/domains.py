@@ -8,6 +8,7 @@ import os
 from secumail.app import Services
 from secumail.cli.audit import record
 from secumail.cli.output import emit, warn, when
+from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
 from secumail.mail.dns_records import txt_rdata, zone_line
@@ -185,6 +186,26 @@ async def domain_retire_dkim(sv: Services, args: argparse.Namespace) -> int:
         f"DKIM key {args.selector} of {name} retired: it signs no more; remove its DNS record later",
     )
     return 0
+
+
+def register(sub: Subcommands) -> None:
+    domain = actions(sub, "domain", "sender domains")
+    c = command(domain, "add", "add a domain to an account; prints the DNS records to publish")
+    c.add_argument("account")
+    c.add_argument("domain")
+    c = command(domain, "verify", "check the DNS records and mark the domain verified")
+    c.add_argument("domain")
+    c = command(domain, "list", "list domains")
+    c.add_argument("--account", default=None)
+    c = command(domain, "records", "the DNS records to publish for a domain")
+    c.add_argument("domain")
+    c = command(
+        domain, "rotate-dkim", "new DKIM keys (dated selectors); old ones stay valid until retired"
+    )
+    c.add_argument("domain")
+    c = command(domain, "retire-dkim", "stop signing with a DKIM key")
+    c.add_argument("domain")
+    c.add_argument("selector")
 
 
 COMMANDS = {

@@ -9,6 +9,7 @@ from pathlib import Path
 from secumail.app import Services
 from secumail.cli.audit import AuditKind, record
 from secumail.cli.output import emit
+from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError, EvidenceError, NotFound
 from secumail.pki.evidence import message_sha256, verify_entry, verify_evidence
 
@@ -120,6 +121,22 @@ def _line(r: dict) -> str:
         f"\n    delivered {rec.get('timestamp')} to {rec.get('mx_host')} [{rec.get('mx_ip')}]"
         f" via {rec.get('route')}, {rec.get('tls_version')}"
     )
+
+
+def register(sub: Subcommands) -> None:
+    ev = actions(sub, "evidence", "signed delivery evidence")
+    c = command(ev, "export", "print the evidence of a message's delivered recipients")
+    c.add_argument("id")
+    c.add_argument("--recipient", default=None)
+    c = command(ev, "verify", "verify an exported evidence file (exit 0 only when valid)")
+    c.add_argument("file")
+    c.add_argument(
+        "--message", metavar="EML", default=None, help="the delivered message, to check its hash"
+    )
+    c.add_argument(
+        "--key", metavar="JWK", default=None, help="trusted public key (default: this gateway's)"
+    )
+    command(ev, "key", "print the public evidence key (JWK) for third parties")
 
 
 COMMANDS = {

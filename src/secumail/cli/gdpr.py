@@ -9,6 +9,7 @@ import time
 from secumail.app import Services
 from secumail.cli.audit import actor, record
 from secumail.cli.output import emit
+from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError
 from secumail.mail.address import AddressError, parse_address
 from secumail.store.audit_chain import AuditKind
@@ -68,15 +69,13 @@ async def gdpr_purge(sv: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction, cmd) -> None:
-    gdpr = sub.add_parser("gdpr", help="GDPR: a person's records, erasure, retention").add_subparsers(
-        dest="action", required=True
-    )
-    c = cmd("export", "print (JSON) every record naming an address (right of access)", gdpr)
+def register(sub: Subcommands) -> None:
+    gdpr = actions(sub, "gdpr", "GDPR: a person's records, erasure, retention")
+    c = command(gdpr, "export", "print (JSON) every record naming an address (right of access)")
     c.add_argument("--address", required=True)
-    c = cmd("erase", "remove or pseudonymise every record naming an address (erasure)", gdpr)
+    c = command(gdpr, "erase", "remove or pseudonymise every record naming an address (erasure)")
     c.add_argument("--address", required=True)
-    cmd("purge", "remove finished messages' metadata past their retention now", gdpr)
+    command(gdpr, "purge", "remove finished messages' metadata past their retention now")
 
 
 COMMANDS = {

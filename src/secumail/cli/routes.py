@@ -10,6 +10,7 @@ import time
 from secumail.app import Services
 from secumail.cli.audit import record
 from secumail.cli.output import emit, when
+from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
 from secumail.mail.secure_route import TLS_VERSIONS, Level, TlsStrategy
@@ -137,16 +138,14 @@ async def route_forget(sv: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction, cmd) -> None:
+def register(sub: Subcommands) -> None:
     levels = [lv.value for lv in Level]
-    pol = sub.add_parser(
-        "policy", help="TLS strategies per recipient domain or account"
-    ).add_subparsers(dest="action", required=True)
+    pol = actions(sub, "policy", "TLS strategies per recipient domain or account")
     for name, helptext in (
         ("set", "set or change a TLS strategy"),
         ("delete", "remove a TLS strategy"),
     ):
-        c = cmd(name, helptext, pol)
+        c = command(pol, name, helptext)
         c.add_argument("--domain", default=None, help="recipient domain")
         c.add_argument("--account", default=None, help="sending account")
         if name == "set":
@@ -154,15 +153,13 @@ def add_parsers(sub: argparse._SubParsersAction, cmd) -> None:
             c.add_argument("--mta-sts", dest="mta_sts", choices=levels, default=None)
             c.add_argument("--starttls", choices=levels, default=None)
             c.add_argument("--min-tls", dest="min_tls", choices=list(TLS_VERSIONS), default=None)
-    cmd("list", "list TLS strategies", pol)
-    route = sub.add_parser("route", help="remembered routes (downgrade protection)").add_subparsers(
-        dest="action", required=True
-    )
-    cmd("memory", "domains whose strongest route is remembered", route)
-    c = cmd(
+    command(pol, "list", "list TLS strategies")
+    route = actions(sub, "route", "remembered routes (downgrade protection)")
+    command(route, "memory", "domains whose strongest route is remembered")
+    c = command(
+        route,
         "forget",
         "clear a domain's route memory (after checking it lost DANE/MTA-STS on purpose)",
-        route,
     )
     c.add_argument("domain")
     c.add_argument(

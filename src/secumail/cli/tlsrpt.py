@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 from secumail.app import Services
 from secumail.cli.output import emit
+from secumail.cli.parsing import Subcommands, actions, command
 
 
 async def tlsrpt_send(sv: Services, args: argparse.Namespace) -> int:
@@ -27,11 +28,9 @@ async def tlsrpt_send(sv: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction, cmd) -> None:
-    t = sub.add_parser("tlsrpt", help="TLS reports (RFC 8460)").add_subparsers(
-        dest="action", required=True
-    )
-    c = cmd("send", "send due reports now (default: every finished day not yet reported)", t)
+def register(sub: Subcommands) -> None:
+    t = actions(sub, "tlsrpt", "TLS reports (RFC 8460)")
+    c = command(t, "send", "send due reports now (default: every finished day not yet reported)")
     c.add_argument("--day", default=None, help="YYYY-MM-DD or 'today' (a partial day)")
 
 

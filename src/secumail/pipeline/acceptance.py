@@ -9,7 +9,6 @@ reply (code, enhanced code) and an HTTP status, so each door answers in its own 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -29,6 +28,7 @@ from secumail.pipeline.intake import Intake
 from secumail.store.metadata import MetadataStore
 from secumail.store.records import Account, NewMessage
 from secumail.store.suppressions import SuppressionStore
+from secumail.ttl_cache import TtlCache
 
 log = logging.getLogger("secumail.submission")
 
@@ -85,15 +85,10 @@ class MessageAcceptor:
         self.max_message_size = max_message_size
         self.max_recipients = max_recipients
         self.max_hops = max_hops
-        self._domains: dict[str, tuple[float, frozenset[str]]] = {}
+        self._domains: TtlCache[frozenset[str]] = TtlCache(DOMAIN_CACHE_TTL)
 
     async def verified_domains(self, account_id: str) -> frozenset[str]:
-        hit = self._domains.get(account_id)
-        if hit is not None and time.monotonic() - hit[0] < DOMAIN_CACHE_TTL:
-            return hit[1]
-        domains = await self.store.verified_domains(account_id)
-        self._domains[account_id] = (time.monotonic(), domains)
-        return domains
+        return await self._domains.get(account_id, lambda: self.store.verified_domains(account_id))
 
     async def check_sender(self, account_id: str, address: Address | None) -> None:
         if address is None:

@@ -19,6 +19,7 @@ from secumail.mail.mta_sts import StsError, StsMode, StsPolicy, parse_txt_record
 from secumail.net.dns import Resolver
 from secumail.net.mta_sts_fetch import fetch_policy
 from secumail.store.routing import CachedStsPolicy, RoutingStore
+from secumail.ttl_cache import TtlCache
 
 log = logging.getLogger("secumail.mta_sts")
 MEMORY_SECONDS = 60.0
@@ -50,15 +51,10 @@ class StsPolicySource:
         self.ssl_context = ssl_context
         self.port = port
         self.timeout = timeout
-        self._recent: dict[str, tuple[float, StsLookup]] = {}
+        self._recent: TtlCache[StsLookup] = TtlCache(MEMORY_SECONDS)
 
     async def lookup(self, domain: str) -> StsLookup:
-        hit = self._recent.get(domain)
-        if hit is not None and time.monotonic() - hit[0] < MEMORY_SECONDS:
-            return hit[1]
-        result = await self._lookup(domain, time.time())
-        self._recent[domain] = (time.monotonic(), result)
-        return result
+        return await self._recent.get(domain, lambda: self._lookup(domain, time.time()))
 
     async def _lookup(self, domain: str, now: float) -> StsLookup:
         cached = await self.routing.sts_policy(domain)

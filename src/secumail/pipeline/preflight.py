@@ -35,6 +35,7 @@ from secumail.net.tls import relaxed_client_context
 from secumail.pipeline.mx_connector import MxConnector
 from secumail.pipeline.route_planner import RoutePlanner
 from secumail.store.records import Account
+from secumail.ttl_cache import TtlCache
 
 
 @dataclass
@@ -121,18 +122,18 @@ class Preflight:
         self.planner = planner
         self.connector = connector
         self.cache_seconds = cache_seconds
-        self._cache: dict[tuple[str, str | None], CheckResult] = {}
+        self._cache: TtlCache[CheckResult] = TtlCache(cache_seconds)
         self._relaxed = relaxed_client_context()
 
     async def check(self, target: str, account: Account | None = None) -> CheckResult:
         domain = domain_of(target)
         key = (domain, account.id if account else None)
-        hit = self._cache.get(key)
-        if hit is not None and time.time() - hit.checked_at < self.cache_seconds:
+        hit = self._cache.peek(key)
+        if hit is not None:
             return CheckResult(**{**hit.__dict__, "target": target})
         result = await self._check(target, domain, account)
         result.checked_at = time.time()
-        self._cache[key] = result
+        self._cache.put(key, result)
         return result
 
     async def check_many(

@@ -29,9 +29,9 @@ from secumail.mail.secure_route import (
 from secumail.mail.tlsa import TlsaRecord
 from secumail.net.dns import MxAnswer, Resolver
 from secumail.pipeline.mta_sts_source import StsLookup, StsPolicySource
-from secumail.pipeline.ttl_cache import TtlCache
 from secumail.store.records import Account
 from secumail.store.routing import RouteMemory, RoutingStore, TlsPolicyRow
+from secumail.ttl_cache import TtlCache
 
 
 @dataclass(slots=True)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from secumail.config import Settings
 from secumail.errors import NotFound
 from secumail.pipeline.bus import Bus, Job, StageResult, Verdict
-from secumail.pipeline.ttl_cache import TtlCache
 from secumail.store.records import Account
+from secumail.ttl_cache import TtlCache
 
 if TYPE_CHECKING:
     from secumail.net.dns import Resolver

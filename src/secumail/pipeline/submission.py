@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 
 from secumail.mail import reply as R
 from secumail.mail.address import Address
@@ -24,12 +23,12 @@ from secumail.mail.reply import Reply
 from secumail.net.smtp_server import AuthOutcome, Envelope, Principal
 from secumail.pipeline.acceptance import MessageAcceptor, Refusal, Submission
 from secumail.pipeline.auth_throttle import AuthThrottle
-from secumail.pipeline.ttl_cache import TtlCache
 from secumail.pki.passwords import dummy_hash, verify_secret
 from secumail.store.audit import AuditLog
 from secumail.store.audit_chain import AuditKind
 from secumail.store.metadata import MetadataStore
 from secumail.store.records import Account
+from secumail.ttl_cache import TtlCache
 
 log = logging.getLogger("secumail.submission")
 
@@ -52,7 +51,9 @@ class SubmissionPolicyImpl:
         self.acceptor = acceptor
         self.throttle = throttle
         self._key = secrets.token_bytes(32)
-        self._auth_cache: dict[bytes, float] = {}
+        # Logins that passed a moment ago, by a keyed digest of user and password: a client
+        # that logs in per message costs one scrypt per AUTH_CACHE_TTL, not one a message.
+        self._auth_cache: TtlCache[bool] = TtlCache(AUTH_CACHE_TTL)
         self._hashing = asyncio.Semaphore(2)
         # The account's settings, read once a second rather than once a message.
         self._accounts: TtlCache[Account] = TtlCache(ACCOUNT_CACHE_TTL)
@@ -66,8 +67,7 @@ class SubmissionPolicyImpl:
         cred = await self.store.credential_by_username(username)
         usable = cred is not None and cred.revoked_at is None and cred.kind == "smtp"
         token = hmac.new(self._key, f"{username}\x00{password}".encode(), hashlib.sha256).digest()
-        cached = self._auth_cache.get(token)
-        if usable and cached is not None and time.monotonic() - cached < AUTH_CACHE_TTL:
+        if usable and self._auth_cache.peek(token):
             ok = True
         else:
             stored = cred.secret_hash if cred is not None else dummy_hash()
@@ -85,7 +85,7 @@ class SubmissionPolicyImpl:
                 username, client_ip, reason, self.throttle.blocked(client_ip, username)
             )
             return AuthOutcome.FAILED, None
-        self._auth_cache[token] = time.monotonic()
+        self._auth_cache.put(token, True)
         return AuthOutcome.OK, Principal(cred.account_id, cred.id, username)
 
     async def _audit_refusal(

@@ -120,16 +120,19 @@ class _SignerRsaKey(rsa.RSAPrivateKey):
     """An `RSAPrivateKey` face on a `Signer`, for cryptography's builders."""
 
     def __init__(self, signer: Signer) -> None:
+        public = signer.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            raise ValueError(f"not an RSA key: {type(public).__name__}")
         self._signer = signer
-        self._public = signer.public_key()
+        self._public = public
 
     def sign(
         self,
         data: bytes,
         padding: AsymmetricPadding,
-        algorithm: asym_utils.Prehashed | hashes.HashAlgorithm,
+        algorithm: asym_utils.Prehashed | hashes.HashAlgorithm | asym_utils.NoDigestInfo,
     ) -> bytes:
-        if not isinstance(padding, PKCS1v15) or isinstance(algorithm, asym_utils.Prehashed):
+        if not isinstance(padding, PKCS1v15) or not isinstance(algorithm, hashes.HashAlgorithm):
             raise ValueError("a Signer makes PKCS#1 v1.5 signatures over whole data only")
         return self._signer.sign(data, algorithm)
 
@@ -152,7 +155,7 @@ class _SignerRsaKey(rsa.RSAPrivateKey):
     def __copy__(self) -> _SignerRsaKey:
         return self
 
-    def __deepcopy__(self, memo: dict) -> _SignerRsaKey:
+    def __deepcopy__(self, memo: dict[int, object]) -> _SignerRsaKey:
         return self
 
 
@@ -160,16 +163,23 @@ class _SignerEcKey(ec.EllipticCurvePrivateKey):
     """An `EllipticCurvePrivateKey` face on a `Signer`, for cryptography's builders."""
 
     def __init__(self, signer: Signer) -> None:
+        public = signer.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise ValueError(f"not an EC key: {type(public).__name__}")
         self._signer = signer
-        self._public = signer.public_key()
+        self._public = public
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
+    def sign(
+        self,
+        data: bytes | bytearray | memoryview,
+        signature_algorithm: ec.EllipticCurveSignatureAlgorithm,
+    ) -> bytes:
         algorithm = getattr(signature_algorithm, "algorithm", None)
         if not isinstance(signature_algorithm, ec.ECDSA) or not isinstance(
             algorithm, hashes.HashAlgorithm
         ):
             raise ValueError("a Signer makes ECDSA signatures over whole data only")
-        return self._signer.sign(data, algorithm)
+        return self._signer.sign(bytes(data), algorithm)
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._public
@@ -194,7 +204,7 @@ class _SignerEcKey(ec.EllipticCurvePrivateKey):
     def __copy__(self) -> _SignerEcKey:
         return self
 
-    def __deepcopy__(self, memo: dict) -> _SignerEcKey:
+    def __deepcopy__(self, memo: dict[int, object]) -> _SignerEcKey:
         return self
 
 
@@ -212,7 +222,7 @@ def as_private_key(signer: Signer) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivat
     raise ValueError(f"a CA key must be RSA or EC, not {type(public).__name__}")
 
 
-def _hash_for(public: PublicKey) -> hashes.HashAlgorithm:
+def _hash_for(public: PublicKey) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(public, ec.EllipticCurvePublicKey) and public.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
@@ -256,7 +266,7 @@ class CertificateAuthority:
         issuing: x509.Certificate,
         issuing_signer: Signer,
     ) -> None:
-        _check_pair(issuing, issuing_signer, "issuing CA")
+        check_pair(issuing, issuing_signer, "issuing CA")
         try:
             issuing.verify_directly_issued_by(root)
         except (ValueError, TypeError, InvalidSignature) as exc:
@@ -276,20 +286,8 @@ class CertificateAuthority:
         Idempotent: existing files are kept, a missing issuing CA is made from an
         existing root and its key.
         """
-        if key_type not in CA_KEY_TYPES:
-            raise ValueError(f"unknown CA key type {key_type!r}; expected one of {CA_KEY_TYPES}")
-        if not org_name.strip():
-            raise ValueError("org_name must not be empty")
-        directory = Path(directory)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _locked(directory):
-            if not (directory / ROOT_CERT).exists():
-                if (directory / ISSUING_CERT).exists():
-                    raise ConfigError(f"{directory}: {ISSUING_CERT} exists without {ROOT_CERT}")
-                root_key = _new_ca_key(key_type)
-                root = _self_signed_root(root_key, org_name)
-                _write(directory / ROOT_KEY, _key_pem(root_key), private=True)
-                _write(directory / ROOT_CERT, _cert_pem(root))
+        check_new_ca(org_name, key_type)
+        with root_ready(directory, org_name, key_type) as directory:
             if not (directory / ISSUING_CERT).exists():
                 _make_issuing(directory, org_name, key_type)
         return cls.load(directory)
@@ -319,7 +317,7 @@ class CertificateAuthority:
             raise ConfigError(f"cannot read the operator's root CA: {exc}") from exc
         if not isinstance(root_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
             raise ConfigError("the operator's root key must be RSA or EC")
-        _check_pair(root, FileKeySigner(root_key), "operator root CA")
+        check_pair(root, FileKeySigner(root_key), "operator root CA")
         _check_can_issue_ca(root)
         org = org_name or _first(root.subject, NameOID.ORGANIZATION_NAME) or "Secumail"
         directory = Path(directory)
@@ -336,8 +334,8 @@ class CertificateAuthority:
     def load(cls, directory: Path, *, issuing_signer: Signer | None = None) -> CertificateAuthority:
         """Read a CA directory. `issuing_signer` replaces issuing-key.pem (e.g. an HSM key)."""
         directory = Path(directory)
-        root = _read_cert(directory / ROOT_CERT)
-        issuing = _read_cert(directory / ISSUING_CERT)
+        root = read_cert(directory / ROOT_CERT)
+        issuing = read_cert(directory / ISSUING_CERT)
         signer = issuing_signer or FileKeySigner.load(directory / ISSUING_KEY)
         return cls(root, issuing, signer)
 
@@ -408,6 +406,57 @@ class CertificateAuthority:
 
 
 # --- building the CA ------------------------------------------------------------------
+# The steps every way of making a CA directory shares (a file issuing key here, an HSM
+# issuing key in `pki.ca_hsm`): check the arguments, make the root when missing, certify
+# an issuing key with the root.
+
+
+def check_new_ca(org_name: str, key_type: str) -> None:
+    """ValueError for a CA key type or organisation name a new CA cannot have."""
+    if key_type not in CA_KEY_TYPES:
+        raise ValueError(f"unknown CA key type {key_type!r}; expected one of {CA_KEY_TYPES}")
+    if not org_name.strip():
+        raise ValueError("org_name must not be empty")
+
+
+@contextmanager
+def root_ready(directory: Path, org_name: str, key_type: str) -> Iterator[Path]:
+    """`directory`, locked against other processes, with a root CA in it: the existing
+    one, or a new self-signed root with a file key of `key_type`."""
+    directory = Path(directory)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _locked(directory):
+        if not (directory / ROOT_CERT).exists():
+            if (directory / ISSUING_CERT).exists():
+                raise ConfigError(f"{directory}: {ISSUING_CERT} exists without {ROOT_CERT}")
+            root_key = _new_ca_key(key_type)
+            root = _self_signed_root(root_key, org_name)
+            _write(directory / ROOT_KEY, _key_pem(root_key), private=True)
+            _write(directory / ROOT_CERT, _cert_pem(root))
+        yield directory
+
+
+def certify_issuing(directory: Path, org_name: str, public: PublicKey) -> x509.Certificate:
+    """An issuing CA certificate for `public`, signed by the root (and its key) in
+    `directory`; the caller writes it (after its key, where that is a file)."""
+    root = read_cert(directory / ROOT_CERT)
+    root_signer = FileKeySigner.load(directory / ROOT_KEY)
+    check_pair(root, root_signer, "root CA")
+    # Never outlive the root (an imported root may expire sooner than five years).
+    not_after = min(_years_from_now(ISSUING_YEARS), root.not_valid_after_utc)
+    if not_after <= datetime.now(UTC) + timedelta(days=1):
+        raise ConfigError("the root CA expires within a day: it cannot certify an issuing CA")
+    name = _ca_name(org_name, "Secumail S/MIME Issuing CA")
+    return (
+        _ca_builder(name, public, not_after, path_length=0)
+        .issuer_name(root.subject)
+        .add_extension(_aki(root), critical=False)
+        .sign(as_private_key(root_signer), _hash_for(root_signer.public_key()))
+    )
+
+
+def write_issuing_cert(directory: Path, cert: x509.Certificate) -> None:
+    _write(directory / ISSUING_CERT, _cert_pem(cert))
 
 
 def _new_ca_key(key_type: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
@@ -437,7 +486,10 @@ def _aki(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
         ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
     except x509.ExtensionNotFound:
-        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key())
+        public = issuer.public_key()
+        if not isinstance(public, PublicKey):
+            raise ConfigError(f"unsupported CA key type {type(public).__name__}") from None
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(public)
 
 
 def _years_from_now(years: int) -> datetime:
@@ -486,26 +538,15 @@ def _self_signed_root(
 
 
 def _make_issuing(directory: Path, org_name: str, key_type: str) -> None:
-    root = _read_cert(directory / ROOT_CERT)
-    root_signer = FileKeySigner.load(directory / ROOT_KEY)
-    _check_pair(root, root_signer, "root CA")
+    """An issuing CA with a new file key."""
     key = _new_ca_key(key_type)
-    # Never outlive the root (an imported root may expire sooner than five years).
-    not_after = min(_years_from_now(ISSUING_YEARS), root.not_valid_after_utc)
-    if not_after <= datetime.now(UTC) + timedelta(days=1):
-        raise ConfigError("the root CA expires within a day: it cannot certify an issuing CA")
-    name = _ca_name(org_name, "Secumail S/MIME Issuing CA")
-    cert = (
-        _ca_builder(name, key.public_key(), not_after, path_length=0)
-        .issuer_name(root.subject)
-        .add_extension(_aki(root), critical=False)
-        .sign(as_private_key(root_signer), _hash_for(root_signer.public_key()))
-    )
+    cert = certify_issuing(directory, org_name, key.public_key())
     _write(directory / ISSUING_KEY, _key_pem(key), private=True)
-    _write(directory / ISSUING_CERT, _cert_pem(cert))
+    write_issuing_cert(directory, cert)
 
 
-def _check_pair(cert: x509.Certificate, signer: Signer, what: str) -> None:
+def check_pair(cert: x509.Certificate, signer: Signer, what: str) -> None:
+    """ConfigError unless `signer` holds the private key of `cert` (`what` names it)."""
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if cert.public_key().public_bytes(der, spki) != signer.public_key().public_bytes(der, spki):
@@ -542,7 +583,8 @@ def _key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def _read_cert(path: Path) -> x509.Certificate:
+def read_cert(path: Path) -> x509.Certificate:
+    """A CA certificate from a PEM file (ConfigError when it cannot be read)."""
     try:
         return x509.load_pem_x509_certificate(path.read_bytes())
     except (OSError, ValueError) as exc:

@@ -21,6 +21,7 @@ from secumail.mail.address import AddressError, normalise_domain
 from secumail.spool import sealing
 from secumail.store.records import DkimKeyRow
 from secumail.store.signing import SigningStore
+from secumail.ttl_cache import TtlCache
 
 log = logging.getLogger("secumail.dkim")
 
@@ -58,7 +59,7 @@ class DkimKeyring:
     def __init__(self, store: SigningStore, master_key: bytes) -> None:
         self.store = store
         self._master = master_key
-        self._cache: dict[str, tuple[float, list[dkim.DkimKey]]] = {}
+        self._cache: TtlCache[list[dkim.DkimKey]] = TtlCache(CACHE_SECONDS)
         # Private keys as parsed, by their sealed form: which keys sign is re-read every
         # CACHE_SECONDS, but a key is parsed once — loading (and validating) an RSA-2048
         # key takes ~60 ms, which on the event loop every half minute was the worst
@@ -93,7 +94,7 @@ class DkimKeyring:
                     key.domain, key.selector, key.algorithm, key.record_name, value, False, False
                 )
             )
-        self._cache.pop(domain, None)
+        self._cache.discard(domain)
         return made
 
     async def ensure_keys(self, domain: str) -> list[DkimRecord]:
@@ -132,21 +133,19 @@ class DkimKeyring:
             ok = any(dkim.record_matches(key, txt) for txt in found)
             await self.store.mark_dkim_published(domain, row.selector, ok)
             results.append((_record(row), ok, found))
-        self._cache.pop(domain, None)
+        self._cache.discard(domain)
         return results
 
     async def signing_keys(self, domain: str) -> list[dkim.DkimKey]:
         """The newest published, unretired key of each algorithm: RSA first, then Ed25519."""
-        hit = self._cache.get(domain)
-        if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
-            return hit[1]
+        return await self._cache.get(domain, lambda: self._signing_keys(domain))
+
+    async def _signing_keys(self, domain: str) -> list[dkim.DkimKey]:
         newest: dict[str, DkimKeyRow] = {}
         for row in await self.store.dkim_keys(domain):  # ordered oldest first
             if row.usable:
                 newest[row.algorithm] = row
-        keys = [await self._parsed_key(newest[a]) for a in dkim.ALGORITHMS if a in newest]
-        self._cache[domain] = (time.monotonic(), keys)
-        return keys
+        return [await self._parsed_key(newest[a]) for a in dkim.ALGORITHMS if a in newest]
 
     async def _parsed_key(self, row: DkimKeyRow) -> dkim.DkimKey:
         memo = (row.domain, row.selector, row.sealed_key)
@@ -160,5 +159,5 @@ class DkimKeyring:
 
     async def retire(self, domain: str, selector: str) -> bool:
         done = await self.store.retire_dkim_key(domain, selector)
-        self._cache.pop(domain, None)
+        self._cache.discard(domain)
         return done

@@ -9,11 +9,10 @@ any copy of the ciphertext that survives (backup, WAL) is noise.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 
 from secumail.errors import SpoolError
 from secumail.spool import sealing
-from secumail.store.database import Database
+from secumail.store.database import Database, Op
 
 SPOOL_SCHEMA = [
     # Header fields the sign stage added (DKIM-Signature, Date, Message-ID): prepended to
@@ -22,8 +21,6 @@ SPOOL_SCHEMA = [
     "CREATE TABLE IF NOT EXISTS spool_bodies (message_id TEXT PRIMARY KEY, body BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS spool_keys (message_id TEXT PRIMARY KEY, wrapped_key BLOB NOT NULL)",
 ]
-
-Op = Callable[[sqlite3.Connection], object]
 
 
 class BodyStore:

@@ -39,7 +39,6 @@ from secumail.store.audit_chain import (
 )
 from secumail.store.database import Database
 
-Op = Callable[[sqlite3.Connection], object]
 log = logging.getLogger("secumail.audit")
 
 SUBJECT_KEY_INFO = b"secumail/audit-subject-digest/v1"

@@ -50,6 +50,9 @@ CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (at most)
 
 log = logging.getLogger("secumail.store")
 
+# A write to run on the store's connection, batched with others into one transaction.
+Op = Callable[[sqlite3.Connection], object]
+
 Pending = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
 
 

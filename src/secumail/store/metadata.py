@@ -10,12 +10,13 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, TypedDict
 
 from secumail.errors import ConflictError, NotFound
 from secumail.mail.status import RecipientStatus
-from secumail.store.database import Database
+from secumail.store.database import Database, Op
+from secumail.store.events import event_row, insert_event
 from secumail.store.records import (
     Account,
     Attempt,
@@ -29,8 +30,6 @@ from secumail.store.records import (
     RecipientState,
     RecipientUpdate,
 )
-
-Op = Callable[[sqlite3.Connection], object]
 
 
 class DeliveryStats(TypedDict):
@@ -421,15 +420,8 @@ class MetadataStore:
                 " VALUES (?, ?, ?, 'queued', ?)",
                 [(msg.id, r, _domain_of(r), created) for r in msg.recipients],
             )
-            c.execute(
-                "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, NULL, ?, ?, ?)",
-                (
-                    msg.id,
-                    created,
-                    "accepted",
-                    json.dumps({"size": msg.size, "recipients": len(msg.recipients)}),
-                ),
-            )
+            detail = {"size": msg.size, "recipients": len(msg.recipients)}
+            insert_event(c, event_row(msg.id, None, created, "accepted", detail))
 
         return op
 
@@ -483,11 +475,8 @@ class MetadataStore:
     @staticmethod
     def event_op(message_id: str, recipient: str | None, kind: str, detail: dict[str, Any]) -> Op:
         """The event, timed now (when it happened, not when its transaction runs)."""
-        row = (message_id, recipient, time.time(), kind, json.dumps(detail))
-        return lambda c: c.execute(
-            "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
-            row,
-        )
+        row = event_row(message_id, recipient, time.time(), kind, detail)
+        return lambda c: insert_event(c, row)
 
     async def record_outcome(
         self,
@@ -538,15 +527,9 @@ class MetadataStore:
                         u.address,
                     ),
                 )
-                c.execute(
-                    "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                    (message_id, u.address, now, u.status.value, json.dumps(u.event)),
-                )
+                insert_event(c, event_row(message_id, u.address, now, u.status.value, u.event))
             for recipient, kind, detail in events:
-                c.execute(
-                    "INSERT INTO events (message_id, recipient, at, kind, detail) VALUES (?, ?, ?, ?, ?)",
-                    (message_id, recipient, now, kind, json.dumps(detail)),
-                )
+                insert_event(c, event_row(message_id, recipient, now, kind, detail))
             if attempts:
                 c.executemany(_INSERT_ATTEMPT, [_attempt_row(message_id, a, now) for a in attempts])
             for fn in also:

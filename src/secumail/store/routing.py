@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from secumail.store.database import Database
-
-Op = Callable[[sqlite3.Connection], object]
+from secumail.store.database import Database, Op
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
 
-from secumail.store.database import Database
+from secumail.store.database import Database, Op
 from secumail.store.records import DkimKeyRow, EvidenceRow, SmimeCertRow
-
-Op = Callable[[sqlite3.Connection], object]
 
 
 def _dkim(row: sqlite3.Row) -> DkimKeyRow:

@@ -1,17 +1,14 @@
 """Addresses an account must not send to: hard bounces (added automatically) and manual
-entries; plus API idempotency keys."""
+entries."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from secumail.store.database import Database
-
-Op = Callable[[sqlite3.Connection], object]
+from secumail.store.database import Database, Op
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,32 +95,5 @@ class SuppressionStore:
                         (account_id, address.lower()),
                     ).rowcount
                 )
-            )
-        )
-
-    # -- idempotency keys (the API) ----------------------------------------------------
-    async def idempotent(self, account_id: str, key: str) -> tuple[str, int, dict] | None:
-        row = await self.db.run(
-            lambda c: c.execute(
-                "SELECT request_hash, status, response FROM idempotency WHERE account_id = ? AND key = ?",
-                (account_id, key),
-            ).fetchone()
-        )
-        return None if row is None else (row[0], row[1], json.loads(row[2]))
-
-    @staticmethod
-    def remember_op(
-        account_id: str, key: str, request_hash: str, status: int, response: dict
-    ) -> Op:
-        return lambda c: c.execute(
-            "INSERT OR IGNORE INTO idempotency VALUES (?, ?, ?, ?, ?, ?)",
-            (account_id, key, request_hash, status, json.dumps(response), time.time()),
-        )
-
-    async def account_event(self, account_id: str, kind: str, detail: dict) -> None:
-        await self.db.run(
-            lambda c: c.execute(
-                "INSERT INTO account_events (account_id, kind, detail, at) VALUES (?, ?, ?, ?)",
-                (account_id, kind, json.dumps(detail), time.time()),
             )
         )
