@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -78,7 +78,7 @@ class EventOut(BaseModel):
     at: float
     recipient: str | None
     kind: str
-    detail: dict
+    detail: dict[str, Any]
 
 
 class MessageOut(BaseModel):
@@ -115,8 +115,8 @@ class EvidenceOut(BaseModel):
     message_id: str
     recipient: str
     token: str
-    record: dict
-    public_key: dict
+    record: dict[str, Any]
+    public_key: dict[str, Any]
 
 
 class ChecksIn(_Model):
@@ -129,9 +129,9 @@ class CheckOut(BaseModel):
     secure: bool
     method: str | None
     reasons: list[str]
-    mx: list[dict]
-    dnssec: dict
-    mta_sts: dict
+    mx: list[dict[str, Any]]
+    dnssec: dict[str, Any]
+    mta_sts: dict[str, Any]
 
 
 class ChecksOut(BaseModel):
@@ -164,7 +164,7 @@ class DomainCheckOut(BaseModel):
     name: str
     verified: bool
     dkim_published: bool
-    checks: list[dict]
+    checks: list[dict[str, Any]]
 
 
 class SuppressionIn(_Model):

@@ -27,6 +27,7 @@ from secumail.mail.address import AddressError, normalise_domain, parse_address
 from secumail.pipeline.webhooks import UnsafeTarget, check_target
 from secumail.store.audit_chain import AuditKind
 from secumail.store.records import Domain
+from secumail.store.webhooks import Webhook
 
 router = APIRouter()
 ERRORS = error_responses(400, 401, 403, 404, 422, 429)
@@ -250,7 +251,7 @@ async def delete_suppression(
 
 
 # -- webhooks ----------------------------------------------------------------------------
-async def _own_hook(ctx: ApiContext, who: Caller, hook_id: str):
+async def _own_hook(ctx: ApiContext, who: Caller, hook_id: str) -> Webhook:
     hook = await ctx.services.webhooks.get(hook_id)
     if hook is None or hook.account_id != who.account.id:
         raise ApiProblem(404, "not-found", f"no webhook {hook_id}")

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import json
+from dataclasses import asdict
 from typing import Annotated
 from urllib.parse import parse_qs
 
@@ -45,7 +46,7 @@ TOKEN_BODY = {
 def _oauth_error(status: int, error: str, detail: str) -> JSONResponse:
     """RFC 6749 §5.2 `error` inside an RFC 9457 problem document."""
     response = problem_response(status, f"oauth-{error.replace('_', '-')}", detail)
-    body = json.loads(response.body)
+    body = json.loads(bytes(response.body))
     body["error"], body["error_description"] = error, detail
     headers = {"WWW-Authenticate": 'Basic realm="secumail"'} if status == 401 else None
     return JSONResponse(
@@ -145,7 +146,7 @@ async def checks(
                 secure=r.secure,
                 method=r.method,
                 reasons=r.reasons,
-                mx=r.to_dict()["mx"],
+                mx=[asdict(m) for m in r.mx],
                 dnssec=r.dnssec,
                 mta_sts=r.mta_sts,
             )
@@ -155,7 +156,7 @@ async def checks(
 
 
 @router.get("/healthz", tags=["operations"])
-async def healthz() -> dict:
+async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 

@@ -10,11 +10,12 @@ from secumail.app import Gateway, Services, initialise
 from secumail.cli import config
 from secumail.cli.audit import record
 from secumail.cli.output import emit, warn
-from secumail.cli.parsing import Subcommands, command
+from secumail.cli.parsing import Commands, Subcommands, command
 from secumail.cli.supervisor import Supervisor
 from secumail.config import Settings
 from secumail.errors import SecumailError
 from secumail.mail.dns_records import hostname_problem, txt_rdata, zone_line
+from secumail.pki.dkim_keyring import DkimRecord
 from secumail.store.audit_chain import AuditKind
 
 log = logging.getLogger("secumail")
@@ -87,7 +88,7 @@ def init(settings: Settings, config_path: Path, as_json: bool) -> int:
     return 0
 
 
-async def _ensure_keys(sv: Services, domain: str, made: list[str]) -> list:
+async def _ensure_keys(sv: Services, domain: str, made: list[str]) -> list[DkimRecord]:
     """The gateway's own DKIM keys; what `init` created (files, keys) in the audit log."""
     had = {r.selector for r in await sv.keyring.records(domain)}
     records = await sv.keyring.ensure_keys(domain)
@@ -154,6 +155,6 @@ def register(sub: Subcommands) -> None:
 
 
 # `init` and `serve` run before (and without) the services: cli.main calls them itself.
-COMMANDS: dict = {}
+COMMANDS: Commands = {}
 
 __all__ = ["SecumailError", "init", "register", "serve"]

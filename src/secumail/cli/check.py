@@ -20,7 +20,7 @@ def _bar(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
-def _mark(ok: bool | None) -> str:
+def _mark(ok: object) -> str:
     return "✓" if ok else "✗"
 
 

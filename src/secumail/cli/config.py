@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, SecretStr
 
 from secumail.cli.output import emit
-from secumail.cli.parsing import Subcommands, actions, command
+from secumail.cli.parsing import Commands, Subcommands, actions, command
 from secumail.config import Settings, load_settings
 from secumail.errors import ConfigError
 from secumail.mail.dns_records import hostname_problem
@@ -58,8 +58,8 @@ def _field_comments(cls: type) -> dict[str, tuple[list[str], list[str]]]:
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             row, col = tok.start
-            beside = bool(lines[row - 1][:col].strip())
-            comments[row] = (tok.string.lstrip("#").strip(), beside)
+            trailing = bool(lines[row - 1][:col].strip())
+            comments[row] = (tok.string.lstrip("#").strip(), trailing)
     found: dict[str, tuple[list[str], list[str]]] = {}
     klass = ast.parse(source).body[0]
     if not isinstance(klass, ast.ClassDef):
@@ -379,7 +379,7 @@ def register(sub: Subcommands) -> None:
 
 # `config` runs without the services (it must work on a file that does not load):
 # cli.main calls `run` itself.
-COMMANDS: dict = {}
+COMMANDS: Commands = {}
 
 
 def run(args: argparse.Namespace, path: Path | None) -> int:

@@ -22,7 +22,7 @@ def _domain_arg(text: str) -> str:
         raise ConfigError(str(exc)) from exc
 
 
-def _human(records: list[dict]) -> str:
+def _human(records: list[dict[str, object]]) -> str:
     """Each record twice: the fields a DNS provider's web form asks for (the value in one
     piece) and a zone-file line (the value split into quoted strings of ≤255 octets)."""
     blocks = []

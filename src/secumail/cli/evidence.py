@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from secumail.app import Services
-from secumail.cli.audit import AuditKind, record
+from secumail.cli.audit import record
 from secumail.cli.output import emit
 from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError, EvidenceError, NotFound
 from secumail.pki.evidence import message_sha256, verify_entry, verify_evidence
+from secumail.store.audit_chain import AuditKind
 
 FORMAT = "secumail-evidence/1"
 
@@ -75,7 +77,7 @@ async def evidence_verify(sv: Services, args: argparse.Namespace) -> int:
     problems = _file_problems(doc, trusted)
     results = []
     for number, entry in enumerate(entries, 1):
-        result: dict = {"entry": number, "signature_valid": False}
+        result: dict[str, Any] = {"entry": number, "signature_valid": False}
         try:
             record = verify_entry(entry, trusted)
             result.update(signature_valid=True, recipient=record.get("recipient"), record=record)
@@ -95,7 +97,7 @@ async def evidence_verify(sv: Services, args: argparse.Namespace) -> int:
     return 0 if ok_all else 1
 
 
-def _file_problems(doc: dict, trusted: dict) -> list[str]:
+def _file_problems(doc: dict[str, Any], trusted: dict[str, Any]) -> list[str]:
     problems = []
     unknown = set(doc) - {"format", "public_key", "evidence"}
     if unknown:
@@ -108,7 +110,7 @@ def _file_problems(doc: dict, trusted: dict) -> list[str]:
     return problems
 
 
-def _line(r: dict) -> str:
+def _line(r: dict[str, Any]) -> str:
     if not r["signature_valid"]:
         return f"✗ entry {r['entry']}: {r['error']}"
     rec = r["record"]

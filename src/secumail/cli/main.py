@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from secumail import __version__
@@ -29,6 +28,7 @@ from secumail.cli import (
     tlsrpt,
 )
 from secumail.cli.logs import configure_command_logging, configure_logging
+from secumail.cli.parsing import Commands
 from secumail.config import Settings, load_settings
 from secumail.errors import ConfigError, SecumailError
 
@@ -49,8 +49,7 @@ MODULES = (
     config,
     queues,
 )
-Handler = Callable[[Services, argparse.Namespace], Awaitable[int]]
-COMMANDS: dict[tuple[str, str | None], Handler] = {
+COMMANDS: Commands = {
     key: handler for module in MODULES for key, handler in module.COMMANDS.items()
 }
 

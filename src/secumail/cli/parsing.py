@@ -8,10 +8,16 @@ top-level subparsers, and `COMMANDS`, the handler of each (command, action) pair
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from typing import TypeAlias
+
+from secumail.app import Services
 
 # What add_subparsers() returns (a string: the class is generic only to type checkers).
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# A command's handler, and a module's handlers by (command, action).
+Handler: TypeAlias = Callable[[Services, argparse.Namespace], Awaitable[int]]
+Commands: TypeAlias = dict[tuple[str, str | None], Handler]
 
 
 def command(parent: Subcommands, name: str, help_: str) -> argparse.ArgumentParser:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import enum
 import json
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from secumail.pipeline.handoff import Handoff
+from secumail.store.database import Op
 
 
 @dataclass(slots=True)
@@ -89,9 +89,9 @@ class StageResult:
         return cls(Verdict.REJECT, reason=reason)
 
 
-# A store write left to be committed with a queue change: a function of the metadata
+# Store writes left to be committed with a queue change: functions of the metadata
 # store's connection, like the store's own `*_op` functions.
-StoreWrites = Sequence[Callable[[sqlite3.Connection], object]]
+StoreWrites = Sequence[Op]
 
 
 class Bus(Protocol):

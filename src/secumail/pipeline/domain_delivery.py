@@ -29,7 +29,7 @@ from secumail.net.smtp_client import SmtpConnection, TlsDetails, TransactionResu
 from secumail.pipeline.mx_connector import MxConnector
 from secumail.pipeline.route_planner import DomainRoute, RoutePlanner
 from secumail.pki.evidence import EvidenceKey, message_sha256, sign_evidence
-from secumail.store.metadata import Op
+from secumail.store.database import Op
 from secumail.store.records import (
     Account,
     AttemptOutcome,

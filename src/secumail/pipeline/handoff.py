@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from secumail.store.metadata import Op
+from secumail.store.database import Op
 from secumail.store.records import MessageRecord
 
 

@@ -20,7 +20,8 @@ from secumail.errors import AdmissionRefused
 from secumail.mail.ids import new_message_id
 from secumail.pipeline.bus import Bus, Claimed, Job
 from secumail.spool.body_store import BodyStore
-from secumail.store.metadata import MetadataStore, Op
+from secumail.store.database import Op
+from secumail.store.metadata import MetadataStore
 from secumail.store.records import NewMessage
 
 

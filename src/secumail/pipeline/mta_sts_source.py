@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from secumail.errors import DnsError
 from secumail.mail.mta_sts import StsError, StsMode, StsPolicy, parse_txt_record, policy_host
+from secumail.mail.tlsrpt import ResultType
 from secumail.net.dns import Resolver
 from secumail.net.mta_sts_fetch import fetch_policy
 from secumail.store.routing import CachedStsPolicy, RoutingStore
@@ -81,7 +82,9 @@ class StsPolicySource:
         try:
             addresses = await self.resolver.addresses(policy_host(domain))
             if not addresses:
-                raise StsError(f"{policy_host(domain)} has no address", "sts-policy-fetch-error")
+                raise StsError(
+                    f"{policy_host(domain)} has no address", ResultType.STS_POLICY_FETCH_ERROR
+                )
             policy = await fetch_policy(
                 domain,
                 ssl_context=self.ssl_context,
@@ -112,6 +115,3 @@ class StsPolicySource:
             )
         )
         return StsLookup(policy)
-
-    def forget(self, domain: str) -> None:
-        self._recent.pop(domain, None)

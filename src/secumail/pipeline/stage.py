@@ -49,7 +49,7 @@ class StageContext:
     # with a worker process per core already, the hand-off to the thread and back only
     # costs (measured: ~3% of the CPU per message with 2 workers on 2 cores).
     sign_in_thread: bool = True
-    _accounts: TtlCache = field(default_factory=lambda: TtlCache(1.0))
+    _accounts: TtlCache[Account | None] = field(default_factory=lambda: TtlCache(1.0))
 
     async def account(self, account_id: str | None) -> Account | None:
         """The account of a message (memoised for a second: a burst costs one read)."""

@@ -53,7 +53,7 @@ log = logging.getLogger("secumail.store")
 # A write to run on the store's connection, batched with others into one transaction.
 Op = Callable[[sqlite3.Connection], object]
 
-Pending = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+Pending = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any] | _Box"]
 
 
 class Database:
@@ -140,7 +140,8 @@ class Database:
         value, error = box[0]
         if error is not None:
             raise error
-        return value
+        result: T = value
+        return result
 
     def _flush_soon(self) -> None:
         """End of a loop turn: start the pending batch now, or — when another batch is
@@ -387,7 +388,7 @@ class Database:
         conn = sqlite3.connect(self.path, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout=10000")
-            busy = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0]
+            busy = int(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()[0])
         finally:
             conn.close()
         return busy == 0

@@ -84,7 +84,7 @@ class SuppressionStore:
         return op
 
     async def add(self, account_id: str, address: str, reason: str, origin: str) -> bool:
-        return await self.db.run(self.add_op(account_id, address, reason, origin))
+        return bool(await self.db.run(self.add_op(account_id, address, reason, origin)))
 
     async def remove(self, account_id: str, address: str) -> bool:
         return bool(

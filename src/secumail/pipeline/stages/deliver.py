@@ -29,7 +29,7 @@ from secumail.mail.status import RecipientStatus
 from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
 from secumail.pipeline.stage import StageContext
-from secumail.store.metadata import Op
+from secumail.store.database import Op
 from secumail.store.records import (
     DeliveryAttempt,
     MessageRecord,
