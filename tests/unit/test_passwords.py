@@ -106,3 +106,12 @@ def test_dummy_hash_never_verifies_and_is_reused(cheap: None) -> None:
         assert not verify_secret("geheim", dummy_hash())
     finally:
         dummy_hash.cache_clear()
+
+
+def test_a_new_password_never_starts_with_a_dash() -> None:
+    """One in 64 URL-safe passwords would start with "-", and `swaks --auth-password
+    -xyz` (or `curl -u`) then reads it as an option: the quick start failed on one."""
+    made = [new_secret() for _ in range(3000)]
+    assert not [s for s in made if s.startswith("-")]
+    assert all(len(s) == 32 for s in made)
+    assert any("-" in s for s in made), "the dash is still in the alphabet"

@@ -19,8 +19,13 @@ DKLEN = 32
 
 
 def new_secret() -> str:
-    """A random password: 32 characters from the URL-safe alphabet (~190 bits)."""
-    return secrets.token_urlsafe(24)
+    """A random password: 32 characters from the URL-safe alphabet (~190 bits), never
+    starting with "-": pasted after a command-line option (`swaks --auth-password`,
+    `curl -u`), a leading dash would be read as another option."""
+    while True:
+        secret = secrets.token_urlsafe(24)
+        if not secret.startswith("-"):
+            return secret
 
 
 def _scrypt(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
