@@ -1,6 +1,6 @@
 """The contract every bus keeps (`secumail.pipeline.bus.Bus`), run against each one.
 
-DESIGN.md: the stage queues deliver each job at least once, under a lease; a stage's
+docs/architecture.md: the stage queues deliver each job at least once, under a lease; a stage's
 effects (store writes) become durable with the queue change that records it done; each
 queue has an admission bound. Adding a bus means implementing the Protocol and passing
 these tests (`conftest.WORLDS`). No assertion depends on how fast the machine is: leases
@@ -283,7 +283,7 @@ def test_depths_counts_the_jobs_of_every_queue(bus_factory: BusWorld) -> None:
 
 
 def test_admission_is_refused_at_the_bound_of_ready_work(bus_factory: BusWorld) -> None:
-    # DESIGN.md admission control: at the bound the intake answers 451 4.3.2 / 503. The
+    # Admission control (docs/architecture.md): at the bound the intake answers 451 4.3.2 / 503. The
     # bound is on the work ready for the stages in every queue; retries waiting for their
     # time do not count (a recipient's MX being down does not close the door).
     async def main() -> None:

@@ -1,5 +1,5 @@
 """The embedded bus: durable queues in SQLite with leases (at-least-once delivery),
-delayed retries, atomic settle-and-publish and admission bounds (DESIGN.md, SEDA)."""
+delayed retries, atomic settle-and-publish and admission bounds (SEDA, docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_publish_with_a_failing_write_publishes_nothing(bus_db: Database) -> Non
 
 
 def test_over_bound_at_the_bound(bus_db: Database) -> None:
-    # DESIGN.md admission control: at the bound the intake answers 451 4.3.2. The bound is
+    # Admission control (docs/architecture.md): at the bound the intake answers 451 4.3.2. The bound is
     # on the work ready for the stages in every queue; deferred retries do not count.
     bus = EmbeddedBus(bus_db, bound=3, lease=LONG)
 

@@ -38,7 +38,7 @@ def test_named_replies_agree_with_their_class() -> None:
     for reply in vars(R).values():
         if isinstance(reply, Reply) and reply.enhanced:
             assert reply.enhanced[0] == str(reply.code)[0], reply
-    assert R.INTAKE_FULL.code == 451 and R.INTAKE_FULL.enhanced == "4.3.2"  # DESIGN.md
+    assert R.INTAKE_FULL.code == 451 and R.INTAKE_FULL.enhanced == "4.3.2"  # admission control, docs/architecture.md
 
 
 @pytest.mark.parametrize(

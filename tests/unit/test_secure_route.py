@@ -1,6 +1,6 @@
 """The secure-route decision: what happened at each MX → the recipient domain's fate.
 
-DESIGN.md §2: encrypted, authenticated delivery or none; RFC 5321 §5.1 (try each MX in
+The promise: encrypted, authenticated delivery or none; RFC 5321 §5.1 (try each MX in
 preference order), §4.5.4.1 (retry later after temporary failures). The route per MX
 (`plan()`) is tested in test_route_decision.py.
 """

@@ -1,4 +1,4 @@
-"""Closed network (DESIGN.md 1): a sender outside the account's verified domains is
+"""Closed network (README, "Onboarding"): a sender outside the account's verified domains is
 refused with 550 5.7.1 — and told which of two things is wrong: the domain is the
 account's but not verified yet (fixable: publish the TXT record, verify), or it is not
 the account's at all (another account's domain reads the same as an unknown one)."""

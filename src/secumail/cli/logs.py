@@ -7,7 +7,9 @@ import os
 import sys
 import time
 
-WORKER = os.environ.get("SECUMAIL_WORKER_INDEX", "")
+from secumail.cli.supervisor import WORKER_ENV
+
+WORKER = os.environ.get(WORKER_ENV, "")
 
 
 class LogfmtFormatter(logging.Formatter):

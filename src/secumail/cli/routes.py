@@ -14,6 +14,7 @@ from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
 from secumail.mail.secure_route import TLS_VERSIONS, Level, TlsStrategy
+from secumail.pipeline.route_planner import strategy_of
 from secumail.store.audit_chain import AuditKind
 from secumail.store.routing import RoutingStore, TlsPolicyRow
 
@@ -37,13 +38,7 @@ async def policy_set(sv: Services, args: argparse.Namespace) -> int:
         name = (await sv.store.get_account(name)).id
     routing = RoutingStore(sv.db)
     current = await routing.tls_policy(scope, name)
-    base = (
-        TlsStrategy()
-        if current is None
-        else TlsStrategy(
-            Level(current.dane), Level(current.mta_sts), Level(current.starttls), current.min_tls
-        )
-    )
+    base = strategy_of(current) or TlsStrategy()
     strategy = TlsStrategy(
         Level(args.dane) if args.dane else base.dane,
         Level(args.mta_sts) if args.mta_sts else base.mta_sts,

@@ -198,6 +198,12 @@ def route_terms(strategy: TlsStrategy, request: RouteRequest) -> RouteTerms:
     )
 
 
+def null_mx_refusal(domain: str) -> tuple[str, str]:
+    """The reply and enhanced code for recipients at a domain that publishes a null MX
+    (RFC 7505 §3: it accepts no mail; §4.2: 556 5.1.10)."""
+    return f"556 5.1.10 Domain {domain} does not accept mail (null MX, RFC 7505)", "5.1.10"
+
+
 def plan(
     domain: str,
     mx_hosts: list[tuple[int, str]],

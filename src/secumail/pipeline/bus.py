@@ -55,7 +55,8 @@ class Publish:
 
 
 class Verdict(enum.Enum):
-    """What a stage decided about a job; the closed set of outcomes (DESIGN.md)."""
+    """What a stage decided about a job: the closed set of outcomes (each stage declares
+    the ones it may give in `Stage.verdicts`)."""
 
     CONTINUE = "continue"  # pass the job on to the next stage
     DONE = "done"  # nothing further to do
@@ -126,8 +127,8 @@ class Bus(Protocol):
     writes to the store first, then publish the follow-ups (with a deduplication id per
     job and stage, so a repeat is dropped), then acknowledge the settled job. A crash
     between the steps repeats a stage, never loses one; the stages are idempotent
-    (DESIGN.md), so a repeat finds its effects recorded and does no harm. Such a bus
-    learns that a claim is stale late — at the acknowledgement, after the writes — hence
+    (docs/architecture.md), so a repeat finds its effects recorded and does no harm. Such
+    a bus learns that a claim is stale late — at the acknowledgement, after the writes — hence
     the rule above that a stale claim's writes are committed too; to publish no
     follow-ups for a stale claim it checks the claim in the writes' own transaction
     (e.g. a claim token kept in the store), as the embedded bus does.

@@ -22,7 +22,14 @@ from secumail.errors import (
     SmtpReplyError,
 )
 from secumail.mail.reply import Reply
-from secumail.mail.secure_route import DomainFate, MxOutcome, MxRoute, RouteMethod, conclude
+from secumail.mail.secure_route import (
+    DomainFate,
+    MxOutcome,
+    MxRoute,
+    RouteMethod,
+    conclude,
+    null_mx_refusal,
+)
 from secumail.mail.status import RecipientStatus
 from secumail.mail.tlsrpt import PolicyType
 from secumail.net.smtp_client import SmtpConnection, TlsDetails, TransactionResult
@@ -182,8 +189,7 @@ class DomainDelivery:
         except DnsTemporaryError as exc:
             return report.all(addresses, RecipientStatus.DEFERRED, f"451 4.4.3 {exc}", "4.4.3")
         if route.answer.null_mx:
-            reply = f"556 5.1.10 Domain {domain} does not accept mail (null MX, RFC 7505)"
-            return report.all(addresses, RecipientStatus.BOUNCED, reply, "5.1.10")
+            return report.all(addresses, RecipientStatus.BOUNCED, *null_mx_refusal(domain))
         plan = route.plan
         reasons = [r.reason for r in plan.rejected]
         if route.sts.failure:

@@ -97,7 +97,7 @@ def subject_digest(key: bytes, subject: str) -> str:
     return hmac.new(key, subject.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def canonical(
+def entry_hash(
     seq: int,
     at: float,
     actor: str,
@@ -105,8 +105,10 @@ def canonical(
     digest: str,
     detail: dict[str, Any],
     prev_hash: str,
-) -> bytes:
-    return json.dumps(
+) -> str:
+    """SHA-256 over the entry's canonical JSON (sorted keys, no spaces, no NaN), which
+    covers the previous entry's hash: changing any entry breaks every hash after it."""
+    canonical = json.dumps(
         {
             "v": 1,
             "seq": seq,
@@ -122,18 +124,7 @@ def canonical(
         ensure_ascii=False,
         allow_nan=False,
     ).encode("utf-8")
-
-
-def entry_hash(
-    seq: int,
-    at: float,
-    actor: str,
-    kind: str,
-    digest: str,
-    detail: dict[str, Any],
-    prev_hash: str,
-) -> str:
-    return hashlib.sha256(canonical(seq, at, actor, kind, digest, detail, prev_hash)).hexdigest()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def check_detail(detail: dict[str, Any]) -> None:

@@ -11,7 +11,8 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
-from typing import Any, TypedDict
+from dataclasses import fields
+from typing import Any, Literal, TypedDict
 
 from secumail.errors import ConflictError, NotFound
 from secumail.mail.status import RecipientStatus
@@ -35,6 +36,10 @@ from secumail.store.records import (
 class DeliveryStats(TypedDict):
     by_outcome: dict[tuple[AttemptOutcome, str], int]  # (outcome, route method or "none")
     tls_versions: dict[str, int]
+
+
+# The columns of `accounts` an operator may change: every field of `Account` but its identity.
+ACCOUNT_SETTINGS = frozenset(f.name for f in fields(Account)) - {"id", "name", "created_at"}
 
 
 def _domain_of(address: str) -> str:
@@ -213,20 +218,11 @@ class MetadataStore:
         return await self.db.run(op)
 
     async def update_account(self, key: str, **changes: object) -> Account:
-        """Change settings of an account: locale, notify_address, store_subject, smime,
-        gateway_dkim, allow_relaxed_tls, retention_days (None values are left alone)."""
-        allowed = {
-            "locale",
-            "notify_address",
-            "store_subject",
-            "smime",
-            "gateway_dkim",
-            "allow_relaxed_tls",
-            "retention_days",
-        }
+        """Change settings of an account: any field of `Account` but its identity
+        (`ACCOUNT_SETTINGS`); None values are left alone."""
         sets = {k: v for k, v in changes.items() if v is not None}
-        if not set(sets) <= allowed:
-            raise ValueError(f"unknown account settings: {sorted(set(sets) - allowed)}")
+        if not set(sets) <= ACCOUNT_SETTINGS:
+            raise ValueError(f"unknown account settings: {sorted(set(sets) - ACCOUNT_SETTINGS)}")
 
         def op(c: sqlite3.Connection) -> sqlite3.Row | None:
             row = c.execute(
@@ -289,14 +285,7 @@ class MetadataStore:
         return _domain(row)
 
     async def list_domains(self, account_id: str | None = None) -> list[Domain]:
-        def op(c: sqlite3.Connection) -> list[sqlite3.Row]:
-            if account_id is None:
-                return c.execute("SELECT * FROM domains ORDER BY name").fetchall()
-            return c.execute(
-                "SELECT * FROM domains WHERE account_id = ? ORDER BY name", (account_id,)
-            ).fetchall()
-
-        return [_domain(r) for r in await self.db.run(op)]
+        return [_domain(r) for r in await self._of_account("domains", "name", account_id)]
 
     async def delete_domain(self, name: str) -> None:
         await self.db.run(lambda c: c.execute("DELETE FROM domains WHERE name = ?", (name,)))
@@ -363,14 +352,18 @@ class MetadataStore:
         return None if row is None else _credential(row)
 
     async def list_credentials(self, account_id: str | None = None) -> list[Credential]:
-        def op(c: sqlite3.Connection) -> list[sqlite3.Row]:
-            if account_id is None:
-                return c.execute("SELECT * FROM credentials ORDER BY created_at").fetchall()
-            return c.execute(
-                "SELECT * FROM credentials WHERE account_id = ? ORDER BY created_at", (account_id,)
-            ).fetchall()
+        rows = await self._of_account("credentials", "created_at", account_id)
+        return [_credential(r) for r in rows]
 
-        return [_credential(r) for r in await self.db.run(op)]
+    async def _of_account(
+        self, table: Literal["domains", "credentials"], order: str, account_id: str | None
+    ) -> list[sqlite3.Row]:
+        """Every row of `table` (of one account when `account_id` is given), in `order`."""
+        where = "" if account_id is None else " WHERE account_id = ?"
+        sql = f"SELECT * FROM {table}{where} ORDER BY {order}"  # noqa: S608 - fixed names
+        args = () if account_id is None else (account_id,)
+        rows: list[sqlite3.Row] = await self.db.run(lambda c: c.execute(sql, args).fetchall())
+        return rows
 
     async def revoke_credential(self, credential_id: str) -> Credential:
         def op(c: sqlite3.Connection) -> sqlite3.Row | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from secumail.errors import DnsError, DnsPermanentError
+from secumail.mail.secure_route import null_mx_refusal
 from secumail.mail.status import RecipientStatus
 from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.stage import StageContext
@@ -67,7 +68,7 @@ class RouteStage:
         except DnsError:
             return None
         if answer.null_mx:
-            return f"556 5.1.10 Domain {domain} does not accept mail (null MX, RFC 7505)", "5.1.10"
+            return null_mx_refusal(domain)
         return None
 
     async def close(self) -> None:
