@@ -55,7 +55,7 @@ from secumail.pki.smime_issuer import SmimeIssuer
 from secumail.spool.body_store import SPOOL_SCHEMA, BodyStore
 from secumail.spool.master_key import ensure_master_key, load_master_key
 from secumail.store.account_events import AccountEventLog
-from secumail.store.audit import AuditLog
+from secumail.store.audit import AuditLog, derive_key
 from secumail.store.audit_chain import AuditKind
 from secumail.store.database import Database
 from secumail.store.idempotency import IdempotencyStore
@@ -71,6 +71,9 @@ from secumail.store.webhooks import WebhookStore
 log = logging.getLogger("secumail")
 
 STAGE_GROUP = "secumail.stages"
+
+
+VERP_KEY_INFO = b"secumail/verp/v1"
 
 
 def initialise(settings: Settings) -> list[str]:
@@ -279,6 +282,11 @@ class Services:
             allow_private=s.api.webhooks_allow_private,
             port_override=s.api.webhooks_port,
         )
+
+    @functools.cached_property
+    def verp_key(self) -> bytes:
+        """The key of this installation's bounce addresses (`mail.verp`)."""
+        return derive_key(self._master, VERP_KEY_INFO)
 
     @functools.cached_property
     def auth_throttle(self) -> AuthThrottle:
