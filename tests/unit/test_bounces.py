@@ -53,6 +53,7 @@ CORPUS = {
             ("penningmeester@vereniging.example", "failed", "5.1.1", True),
         ],
     ),
+    "sendmail_text.eml": ("text", [("vergunningen@provincie.example", "failed", "5.1.1", True)]),
     "m365_ndr.eml": (
         "dsn",
         [

@@ -102,15 +102,9 @@ def parse_bounce(raw: bytes) -> Bounce | None:
 
 # -- the MIME structure (the email package, its failures contained) -------------------
 @dataclass(frozen=True, slots=True)
-class _Leaf:
-    content_type: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Mime:
     headers: tuple[tuple[str, str], ...]  # (lower-case name, decoded value)
-    leaves: tuple[_Leaf, ...]
+    texts: tuple[str, ...]  # the text/plain parts, in order
     other_report: bool  # a feedback report or read receipt: never a bounce
     status_parts: tuple[str, ...]  # the text of each delivery-status part
 
@@ -118,7 +112,7 @@ class _Mime:
         return [v for k, v in self.headers if k == name]
 
     def first_text(self) -> str | None:
-        return next((leaf.text for leaf in self.leaves if leaf.content_type == "text/plain"), None)
+        return self.texts[0] if self.texts else None
 
 
 # What the stdlib parser may raise on hostile input (with compat32 none was seen in
@@ -139,16 +133,13 @@ def _read_mime(raw: bytes) -> _Mime | None:
 
 def _split(msg: Message) -> _Mime:
     headers = tuple((name.lower(), _header_value(value)) for name, value in msg.raw_items())
-    leaves: list[_Leaf] = []
+    texts: list[str] = []
     status_parts: list[str] = []
     other = False
-    report_types: list[str] = []
     for part, in_report in _parts(msg):
         ctype = part.get_content_type()
         if ctype == "multipart/report":
-            report_type = _param(part, "report-type")
-            report_types.append(report_type)
-            other = other or report_type in _OTHER_REPORTS
+            other = other or _param(part, "report-type") in _OTHER_REPORTS
         elif ctype in ("message/feedback-report", "message/disposition-notification"):
             other = True
         elif ctype in _STATUS_TYPES:
@@ -156,16 +147,16 @@ def _split(msg: Message) -> _Mime:
         elif ctype == "text/plain" and not part.is_multipart():
             text = _payload_text(part)
             # A report whose status part came as text/plain (seen from old gateways).
-            if in_report and not status_parts and _looks_like_status(text) and leaves:
+            if in_report and texts and not status_parts and _looks_like_status(text):
                 status_parts.append(text)
             else:
-                leaves.append(_Leaf(ctype, text))
-    return _Mime(headers, tuple(leaves), other, tuple(status_parts))
+                texts.append(text)
+    return _Mime(headers, tuple(texts), other, tuple(status_parts))
 
 
 def _parts(msg: Message) -> Iterator[tuple[Message, bool]]:
-    """The parts of `msg` in order (not inside an attached message), with whether they
-    sit in a multipart/report (or the first multipart, whose report-type is missing)."""
+    """The parts of `msg` in order, not those inside an attached message, each with
+    whether it sits in a multipart/report or multipart/mixed (a report mislabelled)."""
     stack: list[tuple[Message, int, bool]] = [(msg, 0, False)]
     seen = 0
     while stack and seen < _MAX_PARTS:
@@ -209,7 +200,7 @@ def _payload_text(part: Message) -> str:
 def _decode_text(data: bytes, charset: str) -> str:
     try:
         return data.decode(charset, "replace")
-    except (LookupError, ValueError, TypeError):  # unknown or not a text codec ("rot13")
+    except (LookupError, ValueError, TypeError):  # unknown, not a text codec ("rot13"), or strict ("idna")
         return data.decode("utf-8", "replace")
 
 
@@ -415,7 +406,9 @@ _ORIGINAL_FOLLOWS = re.compile(
 )
 # RFC 5321 §4.2 reply code with an RFC 3463 code of the same class after it
 # ("550 5.1.1", "550-5.1.1"), or qmail's "(#5.1.1)".
-_SMTP_REPLY = re.compile(r"(?<![0-9.])([45])[0-9]{2}[ -]\(?(([45])\.[0-9]{1,3}\.[0-9]{1,3})\)?(?![0-9.])", re.ASCII)
+_SMTP_REPLY = re.compile(
+    r"(?<![0-9.])([45])[0-9]{2}[ -]\(?(([45])\.[0-9]{1,3}\.[0-9]{1,3})\)?(?![0-9]|\.[0-9])", re.ASCII
+)
 _QMAIL_CODE = re.compile(r"\(#(([45])\.[0-9]{1,3}\.[0-9]{1,3})\)", re.ASCII)
 
 
