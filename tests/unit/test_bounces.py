@@ -211,6 +211,15 @@ def test_a_status_that_is_not_rfc_3463_drops_the_recipient(status: str) -> None:
     assert parse_bounce(raw) is None
 
 
+@pytest.mark.parametrize(
+    ("action", "status"), [("delivered", "2.0.0"), ("relayed", "2.0.0"), ("expanded", "2.0.0"), ("failed", "4.4.7")]
+)
+def test_only_a_failed_action_with_a_class_5_status_is_permanent(action: str, status: str) -> None:
+    """RFC 3464 §2.3.3: success reports (NOTIFY=SUCCESS, RFC 3461) are reports too."""
+    bounce = parse_bounce(dsn(GOOD.replace("Action: failed", f"Action: {action}").replace("5.1.1", status)))
+    assert summary(bounce) == ("dsn", [("dr@kliniek.example", action, status, False)])
+
+
 @pytest.mark.parametrize("action", ["bounced", "fail", "", "failed!", "de\u00adlayed"])
 def test_an_action_that_is_not_rfc_3464_drops_the_recipient(action: str) -> None:
     assert parse_bounce(dsn(GOOD.replace("Action: failed", f"Action: {action}"))) is None
