@@ -1,8 +1,9 @@
 """Property-based fuzzing (hypothesis) of the parsers that read what strangers send:
 the SMTP command line and path (RFC 5321 §4.1), the DATA receiver (§4.5.2, smuggling),
 envelope addresses (RFC 5321 §4.1.2, RFC 6531), MTA-STS records and policies (RFC 8461
-§3), TLSA records (RFC 6698 §2.2), delivery notices (RFC 3464: no header injection) and
-the evidence verifier (RFC 7515 compact JWS).
+§3), TLSA records (RFC 6698 §2.2), delivery notices (RFC 3464: no header injection),
+bounces that come back (RFC 3464, RFC 6533, qmail and plain text) and the evidence
+verifier (RFC 7515 compact JWS).
 
 Each property says what must hold for *every* input: the parser raises only its own
 error type, its output is well formed, and re-parsing its output gives the same thing.
@@ -24,6 +25,7 @@ import itertools
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -31,6 +33,7 @@ from hypothesis import strategies as st
 
 from secumail.errors import EvidenceError
 from secumail.mail.address import AddressError, normalise_domain, parse_address
+from secumail.mail.bounces import ACTIONS, MAX_DIAGNOSTIC, MAX_RECIPIENTS, parse_bounce
 from secumail.mail.dsn import DsnRecipient, DsnRequest, build_dsn
 from secumail.mail.mta_sts import (
     StsError,
@@ -453,6 +456,95 @@ def _notice(
         original_subject=subject or None,
         retry_until=1_790_086_400.0 if kind == "delayed" else None,
     )
+
+
+# -- bounces (RFC 3464, RFC 6533, qmail, plain text): any octets give a Bounce or None --
+BOUNCE_SAMPLES = [p.read_bytes() for p in sorted((Path(__file__).parents[1] / "unit" / "bounces").glob("*.eml"))]
+BOUNCE_PIECES = [
+    b"\r\n", b"\n", b"\r", b"\x00", b"\xff", b"\r\n\r\n", b" ", b":", b";", b"<", b">", b"@", b"=?utf-8?q?=0D=0A?=",
+    b"\\x{D}", b"\\x{110000}", b"--", b"Status: 5.1.1", b"Action: failed", b"Final-Recipient: utf-8; ",
+    b"Content-Type: message/delivery-status", b"Content-Type: multipart/report; boundary=", b"550 5.1.1 ",
+    b"Content-Transfer-Encoding: base64", "\u00e9".encode(), "\u2028".encode(),
+]
+mutation = st.tuples(
+    st.sampled_from(["insert", "delete", "replace", "cut"]),
+    st.integers(0, 20_000),
+    st.integers(0, 400),
+    st.sampled_from(BOUNCE_PIECES) | st.binary(max_size=8),
+)
+
+
+def _mutate(raw: bytes, mutations: list[tuple[str, int, int, bytes]]) -> bytes:
+    for op, at, length, piece in mutations:
+        at %= len(raw) + 1
+        if op == "insert":
+            raw = raw[:at] + piece + raw[at:]
+        elif op == "delete":
+            raw = raw[:at] + raw[at + length :]
+        elif op == "replace":
+            raw = raw[:at] + piece + raw[at + len(piece) :]
+        else:
+            raw = raw[:at]
+    return raw
+
+
+def _status_part(fields: list[tuple[str, str]]) -> bytes:
+    lines = "".join(f"{name}: {value}\r\n" for name, value in fields)
+    return (
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: message/global-delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example.test\r\n\r\n{lines}--b--\r\n"
+    ).encode("utf-8", "surrogatepass")
+
+
+status_fields = st.lists(
+    st.tuples(
+        st.sampled_from(["Final-Recipient", "Original-Recipient", "Action", "Status", "Diagnostic-Code", "Remote-MTA"]),
+        st.sampled_from(
+            ["rfc822; a@b.test", "utf-8; \u00e9@b.test", "failed", "5.1.1", "dns; mx.b.test", "smtp; 550 x"]
+        )
+        | nasty_text,
+    ),
+    max_size=12,
+)
+
+
+def _check_bounce(raw: bytes) -> None:
+    bounce = parse_bounce(raw)
+    if bounce is None:
+        return
+    assert 1 <= len(bounce.recipients) <= MAX_RECIPIENTS
+    for host in [bounce.reporting_mta] + [r.remote_mta for r in bounce.recipients]:
+        if host is not None and not host.startswith("["):
+            assert normalise_domain(host) == host
+    for r in bounce.recipients:
+        assert r.action in ACTIONS
+        assert re.fullmatch(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}", r.status)
+        assert r.permanent == (r.action == "failed" and r.status[0] == "5")
+        if r.address is not None:
+            assert str(parse_address(r.address, utf8=True)) == r.address
+        if r.diagnostic is not None:
+            assert len(r.diagnostic) <= MAX_DIAGNOSTIC and r.diagnostic.isprintable() and "=?" not in r.diagnostic
+
+
+@FUZZ
+@given(st.binary(max_size=3000))
+@example(b"Content-Type: message/delivery-status\r\n\r\nAction: failed\r\nStatus: 5.1.1\r\n")
+def test_any_octets_give_a_bounce_or_none(raw: bytes) -> None:
+    _check_bounce(raw)
+
+
+@FUZZ
+@given(st.sampled_from(BOUNCE_SAMPLES), st.lists(mutation, min_size=1, max_size=6))
+def test_a_mutated_real_bounce_gives_a_bounce_or_none(raw: bytes, mutations: list[tuple[str, int, int, bytes]]) -> None:
+    _check_bounce(_mutate(raw, mutations))
+
+
+@FUZZ
+@given(status_fields)
+@example([("Final-Recipient", "utf-8; \\x{D800}@b.test"), ("Action", "failed"), ("Status", "5.1.1")])
+def test_hostile_status_fields_give_a_well_formed_bounce_or_none(fields: list[tuple[str, str]]) -> None:
+    _check_bounce(_status_part(fields))
 
 
 # -- evidence (RFC 7515 JWS compact, EdDSA only) ---------------------------------------
