@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from secumail.mail.address import Address
-from secumail.mail.dsn_reader import Bounce, BouncedRecipient
+from secumail.mail.bounces import Bounce, BouncedRecipient
 from secumail.mail.ids import new_message_id
 from secumail.mail.status import RecipientStatus
 from secumail.mail.verp import bounce_address
@@ -30,7 +30,7 @@ DR = "dr@clinic.test"
 
 def failed(address: str | None, status: str = "5.1.1", action: str = "failed") -> Bounce:
     return Bounce(
-        "rfc3464",
+        "dsn",
         (BouncedRecipient(address, action, status, f"550 {status} gone", "mx.clinic.test"),),
         "mx.clinic.test",
     )
@@ -38,7 +38,7 @@ def failed(address: str | None, status: str = "5.1.1", action: str = "failed") -
 
 # A report about two other addresses: nothing in it is about the bounce address's recipient.
 two_others = Bounce(
-    "rfc3464", failed("a@else.test").recipients + failed("b@else.test").recipients, None
+    "dsn", failed("a@else.test").recipients + failed("b@else.test").recipients, None
 )
 
 

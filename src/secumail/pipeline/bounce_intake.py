@@ -7,7 +7,8 @@ Implements `net.smtp_server.SubmissionPolicy` without AUTH (`authenticated_relay
   none of ours. (RFC 5321 §4.5.1 asks every SMTP receiver to take `postmaster`; this one
   keeps no mailbox and reads nothing but bounces, so it refuses it, like every other
   name: the operator's postmaster lives at the organisation's own domain.)
-- DATA: the bounce is read in memory (`parse_dsn`) and, for each bounce address, the
+- DATA: the bounce is read in memory (`mail.bounces.parse_bounce`: RFC 3464 DSNs and
+  the common other formats) and, for each bounce address, the
   recipient it names is found by its tag (`mail.verp.recipient_for`). A report of failure
   sets the recipient `bounced` (an event next to any earlier delivery and its evidence,
   which stay), adds a suppression when permanent (5.x.x), and queues a notice to the
@@ -30,7 +31,7 @@ from typing import Any
 
 from secumail.errors import NotFound
 from secumail.mail.address import Address
-from secumail.mail.dsn_reader import Bounce, BouncedRecipient, parse_dsn
+from secumail.mail.bounces import Bounce, BouncedRecipient, parse_bounce
 from secumail.mail.reply import Reply
 from secumail.mail.status import RecipientStatus
 from secumail.mail.verp import parse_bounce_local, recipient_for
@@ -61,7 +62,7 @@ class BounceIntake:
         *,
         verp_key: bytes,
         hostname: str,
-        parse: Callable[[bytes], Bounce | None] = parse_dsn,
+        parse: Callable[[bytes], Bounce | None] = parse_bounce,
     ) -> None:
         self.store = store
         self.suppressions = suppressions
