@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from secumail.errors import NotFound
+from secumail.mail import reply as R
 from secumail.mail.address import Address
 from secumail.mail.bounces import Bounce, BouncedRecipient, parse_bounce
 from secumail.mail.reply import Reply
@@ -89,7 +90,8 @@ class BounceIntake:
         return None
 
     async def admission(self) -> Reply | None:
-        return None
+        # A flood of bounces makes notices: the same admission control as new messages.
+        return R.INTAKE_FULL if await self.bus.over_bound("notify") else None
 
     async def accept(
         self, principal: Principal | None, envelope: Envelope, message: bytes
