@@ -80,14 +80,14 @@ class SubmissionSettings(_Section):
 
 
 class InboundSettings(_Section):
-    # The inbound MX (issue 14): late bounces to the bounce addresses of messages sent
+    # The inbound MX: late bounces to the bounce addresses of messages sent
     # (`bounce+…@server.hostname`), nothing else. "host:port", port 25 in production, with
     # an MX record for server.hostname pointing at it. Empty (the default): not listening,
-    # and bounces that come after a delivery are not seen.
+    # and bounces that come after a delivery are not seen. Timeouts, error and junk command
+    # limits and connections per client are submission's.
     listen: list[str] = []
     max_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # a bounce carries the message
     max_recipients: int = Field(default=100, ge=1)  # bounce addresses per transaction
-    # Timeouts, errors, junk commands and connections per client: as submission.*.
 
 
 class TlsSettings(_Section):
