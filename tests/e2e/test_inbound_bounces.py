@@ -142,6 +142,7 @@ def test_a_late_dsn_bounces_suppresses_notifies_and_leaves_the_evidence_valid(
     event = json.loads(post.body)
     assert event["type"] == "bounced" and event["data"]["message_id"] == qid
     assert event["data"]["recipient"] == "dr@clinic.test"
+    assert event["data"]["late"] is True and event["data"]["reply"] == DIAGNOSTIC
     # the address is suppressed: the next message to it is refused
     refused = problem(
         Api(gw).login("Ziekenhuis").post(
@@ -203,6 +204,8 @@ def test_forged_and_unknown_bounce_addresses_change_nothing_and_are_counted(
     dropped = gw.cli("queue")["bounces_dropped"]
     assert dropped == {"forged_address": 1, "unknown_message": 1}
     assert re.search(r'msg="bounce dropped" reason=forged_address', gw.log())
+    metrics = Api(gw).client.get("/metrics").text
+    assert 'secumail_bounces_dropped_total{reason="forged_address"} 1' in metrics
 
 
 def test_inbound_relays_nothing_offers_starttls_and_refuses_auth(
