@@ -136,6 +136,8 @@ def test_a_late_dsn_bounces_suppresses_notifies_and_leaves_the_evidence_valid(
     notice = sender_mx.wait_for(1)[0]
     assert notice.rcpt_to == ["alice@hospital.test"] and notice.mail_from == ""
     assert b"Status: 5.1.1" in notice.data and b"mailbox gone" in notice.data
+    assert b"Subject: Not delivered after all: " in notice.data
+    assert b"accepted your message" in notice.data and b"later" in notice.data
     # and its webhook
     post = _wait_posts(receiver, 1)[0]
     assert _verify(SECRET, post.headers["secumail-signature"], post.body)

@@ -76,7 +76,7 @@ class NotifyStage:
             arrival=record.created_at,
             recipients=tuple(self._dsn_recipient(record, r.address) for r in wanted),
             locale=locale,
-            kind="delayed" if kind == "delayed" else "failed",
+            kind=kind,
             original_from=record.header_from,
             original_message_id=record.message_id_header,
             original_subject=record.subject,
