@@ -111,7 +111,7 @@ class BounceIntake:
         assert parsed is not None  # check_recipient let only these through
         message_id, tag = parsed
         try:
-            record = await self.store.message(message_id, event_kinds=("bounced",))
+            record = await self.store.message(message_id, history=False, event_kinds=("bounced",))
         except NotFound:
             return await self._drop("unknown_message", message_id, client_ip)
         recipient = recipient_for(
