@@ -126,16 +126,16 @@ class BounceIntake:
             return await self._drop("no_entry", message_id, client_ip)
         if entry.action == "delayed":
             await self.store.db.run(
-                self.store.event_op(
-                    message_id, recipient, "bounce_delayed", _detail(bounce, entry)
-                )
+                self.store.event_op(message_id, recipient, "bounce_delayed", _detail(bounce, entry))
             )
             log.info("message %s: a later delay report for a recipient", message_id)
             return None
         if entry.action != "failed":
             return await self._drop("not_a_failure", message_id, client_ip)
-        if any(e.kind == "bounced" and e.recipient == recipient and e.detail.get("late")
-               for e in record.events):
+        if any(
+            e.kind == "bounced" and e.recipient == recipient and e.detail.get("late")
+            for e in record.events
+        ):
             return await self._drop("repeated", message_id, client_ip)
         await self._bounced(record, recipient, bounce, entry)
         return None
@@ -143,9 +143,10 @@ class BounceIntake:
     async def _bounced(
         self, record: MessageRecord, recipient: str, bounce: Bounce, entry: BouncedRecipient
     ) -> None:
-        reply = (entry.diagnostic or f"{entry.status} reported by {bounce.reporting_mta or 'the recipient side'}")[
-            :MAX_DIAGNOSTIC
-        ]
+        reply = (
+            entry.diagnostic
+            or f"{entry.status} reported by {bounce.reporting_mta or 'the recipient side'}"
+        )[:MAX_DIAGNOSTIC]
         update = RecipientUpdate(
             recipient,
             RecipientStatus.BOUNCED,
