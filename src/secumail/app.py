@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import gc
 import logging
@@ -34,6 +35,7 @@ from secumail.net.smtp_server import SessionLimits, SubmissionServer
 from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
 from secumail.pipeline.acceptance import MessageAcceptor
 from secumail.pipeline.auth_throttle import AuthThrottle
+from secumail.pipeline.bounce_intake import BounceIntake
 from secumail.pipeline.bus import Bus
 from secumail.pipeline.domain_setup import DomainSetup
 from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
@@ -57,6 +59,7 @@ from secumail.spool.master_key import ensure_master_key, load_master_key
 from secumail.store.account_events import AccountEventLog
 from secumail.store.audit import AuditLog, derive_key
 from secumail.store.audit_chain import AuditKind
+from secumail.store.counters import Counters
 from secumail.store.database import Database
 from secumail.store.idempotency import IdempotencyStore
 from secumail.store.metadata import MetadataStore
@@ -221,6 +224,10 @@ class Services:
         return SuppressionStore(self.db)
 
     @functools.cached_property
+    def counters(self) -> Counters:
+        return Counters(self.db)
+
+    @functools.cached_property
     def idempotency(self) -> IdempotencyStore:
         return IdempotencyStore(self.db)
 
@@ -368,6 +375,7 @@ class Services:
             planner=self.planner,
             connector=self.connector,
             suppressions=self.suppressions,
+            verp_key=self.verp_key,
         )
 
     def close(self) -> None:
@@ -400,6 +408,7 @@ class Gateway:
         self.workers = workers
         self.services = Services(settings)
         self.submission: SubmissionServer | None = None
+        self.inbound: SubmissionServer | None = None
         self.runners: list[StageRunner] = []
         self.api: ApiServer | None = None
         self.stages: list[Stage] = []
@@ -426,6 +435,8 @@ class Gateway:
     async def start(self) -> None:
         if self._wants("submission"):
             await self._start_submission()
+        if self._wants("inbound") and self.settings.inbound.listen and self.handoff_from is None:
+            await self._start_inbound()
         await self.services.keyring.ensure_keys(self.settings.gateway_domain)
         self._build_runners()
         if self.settings.pipeline.chain:
@@ -486,6 +497,38 @@ class Gateway:
                 port,
                 "implicit TLS" if implicit_tls else "STARTTLS",
             )
+
+    async def _start_inbound(self) -> None:
+        """The inbound MX for late bounces (`pipeline.bounce_intake`), in the first process
+        only: the same session machinery as submission, another policy, its own limits."""
+        s = self.settings
+        sv = self.services
+        policy = BounceIntake(
+            sv.store,
+            sv.suppressions,
+            sv.counters,
+            sv.bus,
+            verp_key=sv.verp_key,
+            hostname=s.server.hostname,
+        )
+        limits = dataclasses.replace(
+            self._session_limits(),
+            max_message_size=s.inbound.max_size,
+            max_recipients=s.inbound.max_recipients,
+        )
+        self.inbound = SubmissionServer(
+            policy,
+            limits,
+            server_context(s.cert_file, s.key_file),
+            max_connections=s.submission.max_connections,
+            max_connections_per_client=s.submission.max_connections_per_client,
+        )
+        try:
+            await self.inbound.listen(s.inbound.listen, [])
+        except ListenError as exc:
+            raise _listen_failed(s, "inbound.listen", exc) from exc
+        for host, port, _tls in self.inbound.bound:
+            log.info("inbound MX listening on %s:%d (bounces; STARTTLS offered)", host, port)
 
     def _build_runners(self) -> None:
         """A stage and its runner for every pipeline stage this process runs."""
@@ -583,6 +626,8 @@ class Gateway:
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         if self.submission is not None:
             await self.submission.close(grace=10.0)
+        if self.inbound is not None:
+            await self.inbound.close(grace=10.0)
         if self.api is not None:
             await self.api.stop()
         await asyncio.gather(*(r.stop(grace=10.0) for r in self.runners))

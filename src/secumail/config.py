@@ -79,6 +79,17 @@ class SubmissionSettings(_Section):
     bare_newline: Literal["normalize", "reject"] = "normalize"
 
 
+class InboundSettings(_Section):
+    # The inbound MX: late bounces to the bounce addresses of messages sent
+    # (`bounce+…@server.hostname`), nothing else. "host:port", port 25 in production, with
+    # an MX record for server.hostname pointing at it. Empty (the default): not listening,
+    # and bounces that come after a delivery are not seen. Timeouts, error and junk command
+    # limits and connections per client are submission's.
+    listen: list[str] = []
+    max_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # a bounce carries the message
+    max_recipients: int = Field(default=100, ge=1)  # bounce addresses per transaction
+
+
 class TlsSettings(_Section):
     cert_file: Path | None = None  # default: <data_dir>/tls/gateway.crt, made on first start
     key_file: Path | None = None  # set with cert_file (PEM)
@@ -205,6 +216,7 @@ class Settings(BaseModel):
 
     server: ServerSettings = ServerSettings()
     submission: SubmissionSettings = SubmissionSettings()
+    inbound: InboundSettings = InboundSettings()
     tls: TlsSettings = TlsSettings()
     dns: DnsSettings = DnsSettings()
     delivery: DeliverySettings = DeliverySettings()

@@ -151,8 +151,15 @@ def _reachable_by_others(path: Path) -> bool:
 class PostfixMx(HarnessServer):
     """A private Postfix accepting all mail for any domain on ``ip:port`` (see module doc)."""
 
-    def __init__(self, ip: str, port: int, hostname: str, cert: CertPair, workdir: Path) -> None:
+    def __init__(
+        self, ip: str, port: int, hostname: str, cert: CertPair, workdir: Path,
+        *, main_cf: dict[str, str] | None = None, services: str = "",
+    ) -> None:
+        """`main_cf`: settings added to (or replacing) the harness's own; `services`:
+        lines added to master.cf (e.g. the ``smtp`` client, to send bounces)."""
         check_loopback(ip)
+        self.extra_main_cf = dict(main_cf or {})
+        self.extra_services = services
         self.ip = ip
         self.port = port
         self.hostname = hostname
@@ -247,7 +254,9 @@ class PostfixMx(HarnessServer):
         key.write_bytes(self.cert.key_file.read_bytes())
         main_cf, master_cf = self.config_dir / "main.cf", self.config_dir / "master.cf"
         main_cf.write_text(self._main_cf())
-        master_cf.write_text(f"{self.ip}:{self.port} inet n - n - - smtpd\n{INTERNAL_SERVICES}")
+        master_cf.write_text(
+            f"{self.ip}:{self.port} inet n - n - - smtpd\n{INTERNAL_SERVICES}{self.extra_services}"
+        )
         # Postfix rereads a main.cf modified within the last second every 0.3 s until it
         # "settles" (dict_load_file): backdating it saves ~2 s at every start.
         settled = time.time() - 60
@@ -284,6 +293,7 @@ class PostfixMx(HarnessServer):
             "virtual_uid_maps": f"static:{nobody.pw_uid}",
             "virtual_gid_maps": f"static:{nobody.pw_gid}",
         }
+        settings.update(self.extra_main_cf)
         return "".join(f"{name} = {value}\n" for name, value in settings.items())
 
     # -- what happened -----------------------------------------------------

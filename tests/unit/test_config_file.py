@@ -166,3 +166,15 @@ def test_check_warns_about_a_hostname_the_internet_cannot_resolve(tmp_path: Path
         w.startswith("server.hostname: 'gw.corp.internal' is not a public DNS name (names under")
         for w in f.warnings
     ), f.warnings
+
+
+def test_inbound_is_off_by_default_and_its_listen_addresses_are_checked(tmp_path: Path) -> None:
+    assert Settings().inbound.listen == []
+    f = check_settings(
+        _settings(
+            tmp_path,
+            '[submission]\nlisten = ["127.0.0.1:2587"]\n[inbound]\nlisten = ["127.0.0.1:2587", "x"]\n',
+        )
+    )
+    assert "inbound.listen: 127.0.0.1:2587 is also in submission.listen" in f.errors
+    assert any(e.startswith("inbound.listen: 'x': ") for e in f.errors), f.errors

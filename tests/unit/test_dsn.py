@@ -128,6 +128,19 @@ def test_delayed_notice() -> None:
     assert "do not need to send it again" in human_text(msg)
 
 
+def test_a_later_bounce_notice_says_it_was_accepted_first() -> None:
+    gone = DsnRecipient("bob@example.test", RecipientStatus.BOUNCED, "5.1.1", "550 5.1.1 gone")
+    for locale, subject, words in (
+        ("en", "Not delivered after all: Lab results", "accepted your message"),
+        ("nl", "Toch niet afgeleverd: Lab results", "aangenomen, maar"),
+    ):
+        msg = parse(build_dsn(request(kind="bounced", recipients=(gone,), locale=locale), NOW))
+        _, bob = status_blocks(msg)
+        assert (bob["Action"], bob["Status"]) == ("failed", "5.1.1")  # RFC 3464 §2.3.3
+        assert msg["Subject"] == subject
+        assert words in human_text(msg)
+
+
 def test_original_headers_only_not_the_content() -> None:
     msg = parse(build_dsn(request(), NOW))
     headers = parts(msg)[2].get_content()

@@ -93,6 +93,7 @@ class StartTlsChannel(Channel):
 class FakePolicy:
     """The store and pipeline's answers: one account, every sender allowed."""
 
+    authenticated_relay = True
     refused_recipients: set[str] = field(default_factory=set)
     busy: Reply | None = None
     logins: list[tuple[str, str]] = field(default_factory=list)

@@ -18,6 +18,7 @@ from secumail.api.models import CheckOut, ChecksIn, ChecksOut, TokenOut
 from secumail.api.problems import ApiProblem, error_responses, problem_response
 from secumail.api.refusals import refused_login
 from secumail.api.tokens import SCOPES
+from secumail.pipeline.bounce_intake import DROPPED
 from secumail.pki.passwords import dummy_hash, verify_secret
 
 router = APIRouter()
@@ -179,7 +180,7 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
 async def metrics(request: Request) -> PlainTextResponse:
     """Prometheus text format: queue depth per stage, admissions refused, deliveries by
-    outcome and route method, TLS versions seen."""
+    outcome and route method, TLS versions seen, bounces the inbound MX dropped."""
     ctx: ApiContext = request.app.state.ctx
     depths = await ctx.services.bus.depths()
     stats = await ctx.services.store.delivery_stats()
@@ -196,4 +197,8 @@ async def metrics(request: Request) -> PlainTextResponse:
     lines.append("# TYPE secumail_tls_sessions_total counter")
     for version, n in sorted(stats["tls_versions"].items()):
         lines.append(f'secumail_tls_sessions_total{{version="{version}"}} {n}')
+    lines.append("# TYPE secumail_bounces_dropped_total counter")
+    for name, n in (await ctx.services.counters.all(DROPPED)).items():
+        reason = name.removeprefix(DROPPED)
+        lines.append(f'secumail_bounces_dropped_total{{reason="{reason}"}} {n}')
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -18,6 +18,7 @@ from secumail.pki.dkim_keyring import DkimKeyring
 from secumail.pki.evidence import EvidenceKey
 from secumail.store.account_events import AccountEventLog
 from secumail.store.audit import AuditLog
+from secumail.store.counters import Counters
 from secumail.store.idempotency import IdempotencyStore
 from secumail.store.metadata import MetadataStore
 from secumail.store.personal_data import PersonalData
@@ -78,6 +79,10 @@ class ApiServices(Protocol):
 
     @property
     def account_events(self) -> AccountEventLog: ...
+
+    # operator counters (bounces the inbound MX dropped)
+    @property
+    def counters(self) -> Counters: ...
 
     # GDPR: a person's records
     @property

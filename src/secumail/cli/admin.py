@@ -144,7 +144,7 @@ def register(sub: Subcommands) -> None:
         "--role",
         action="append",
         default=None,
-        help="what to run: all (default), submission, api, stages, or a stage name; repeatable",
+        help="what to run: all (default), submission, inbound, api, stages, or a stage name; repeatable",
     )
     serve.add_argument(
         "--workers",

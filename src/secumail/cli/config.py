@@ -294,6 +294,7 @@ def _check_listeners(s: Settings, f: Findings) -> None:
     lists = [
         ("submission.listen", s.submission.listen),
         ("submission.listen_tls", s.submission.listen_tls),
+        ("inbound.listen", s.inbound.listen),
     ]
     if s.api.enabled:
         lists.append(("api.listen", s.api.listen))

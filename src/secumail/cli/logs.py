@@ -21,6 +21,10 @@ class LogfmtFormatter(logging.Formatter):
             f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()}{worker} "
             f'logger={record.name} msg="{msg}"'
         )
+        # Fields of their own (`extra={"fields": {...}}`): key=value after the message.
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line += "".join(f" {k}={_value(v)}" for k, v in fields.items())
         if record.exc_info:
             line += (
                 ' exc="'
@@ -28,6 +32,11 @@ class LogfmtFormatter(logging.Formatter):
                 + '"'
             )
         return line
+
+
+def _value(v: object) -> str:
+    text = str(v).replace('"', "'").replace("\n", "\\n")
+    return f'"{text}"' if not text or " " in text or "=" in text else text
 
 
 def configure_logging(level: str) -> None:

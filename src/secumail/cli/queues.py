@@ -7,6 +7,7 @@ import argparse
 from secumail.app import Services
 from secumail.cli.output import emit
 from secumail.cli.parsing import Subcommands, command
+from secumail.pipeline.bounce_intake import DROPPED
 
 
 async def queue_show(sv: Services, args: argparse.Namespace) -> int:
@@ -15,10 +16,17 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
     data = {s: depths.get(s, 0) for s in stages} | {
         k: v for k, v in depths.items() if k not in stages
     }
+    # Bounces the inbound MX dropped on purpose (forged address, unknown message, …).
+    dropped = {
+        k.removeprefix(DROPPED): v for k, v in (await sv.counters.all(DROPPED)).items()
+    }
+    text = "\n".join(f"{k:10} {v}" for k, v in data.items())
+    if dropped:
+        text += "\nbounces dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
     emit(
         args.json,
-        {"queues": data, "bound": sv.settings.bus.queue_bound},
-        "\n".join(f"{k:10} {v}" for k, v in data.items()),
+        {"queues": data, "bound": sv.settings.bus.queue_bound, "bounces_dropped": dropped},
+        text,
     )
     return 0
 

@@ -45,7 +45,7 @@ class DsnRequest:
     arrival: float
     recipients: tuple[DsnRecipient, ...]
     locale: str = "en"
-    kind: str = "failed"  # or "delayed"
+    kind: str = "failed"  # or "delayed", or "bounced" (failed, reported later by the recipient's side)
     original_from: str | None = None
     original_message_id: str | None = None
     original_subject: str | None = None

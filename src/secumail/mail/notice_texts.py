@@ -11,10 +11,12 @@ SUBJECTS = {
     "en": {
         "failed": "Not delivered: {subject}",
         "delayed": "Delivery delayed: {subject}",
+        "bounced": "Not delivered after all: {subject}",
     },
     "nl": {
         "failed": "Niet afgeleverd: {subject}",
         "delayed": "Aflevering vertraagd: {subject}",
+        "bounced": "Toch niet afgeleverd: {subject}",
     },
 }
 
@@ -25,11 +27,16 @@ INTRO = {
         "failed": "Secumail could not deliver your message{ref} to the recipient(s) below.",
         "delayed": "Secumail has not yet been able to deliver your message{ref}. "
         "It keeps trying until {until}; you do not need to send it again.",
+        # A bounce that came later, to the inbound MX: first accepted, then not delivered.
+        "bounced": "The recipient's mail server accepted your message{ref}, but later "
+        "reported that it could not deliver it to the recipient(s) below.",
     },
     "nl": {
         "failed": "Secumail kon uw bericht{ref} niet afleveren bij de onderstaande ontvanger(s).",
         "delayed": "Secumail heeft uw bericht{ref} nog niet kunnen afleveren. "
         "Het blijft het proberen tot {until}; u hoeft het niet opnieuw te versturen.",
+        "bounced": "De mailserver van de ontvanger heeft uw bericht{ref} aangenomen, maar "
+        "meldde later dat het niet kon worden afgeleverd bij de onderstaande ontvanger(s).",
     },
 }
 

@@ -1,10 +1,15 @@
-"""The submission SMTP server (RFC 5321, RFC 3207 STARTTLS, RFC 4954 AUTH, RFC 6409).
+"""The SMTP server (RFC 5321, RFC 3207 STARTTLS, RFC 4954 AUTH, RFC 6409): submission
+and the inbound MX.
 
 One `SubmissionSession` per connection runs the protocol; everything that needs the
 store or the pipeline is asked of a `SubmissionPolicy` (implemented in the pipeline
-layer). The session enforces the transport rules itself: no AUTH or MAIL outside TLS,
-no MAIL before AUTH, line and size limits, CRLF in DATA (a bare LF taken as CRLF or
-refused, per `SessionLimits.bare_newline`; a bare CR always refused), timeouts.
+layer). The session enforces the transport rules itself: line and size limits, CRLF in
+DATA (a bare LF taken as CRLF or refused, per `SessionLimits.bare_newline`; a bare CR
+always refused), timeouts; and, when the policy is a relay for authenticated senders
+(`SubmissionPolicy.authenticated_relay`, submission), no AUTH or MAIL outside TLS and no
+MAIL before AUTH. Without it (the inbound MX, RFC 5321 §4.5.1's receiver for its own
+addresses) AUTH is not offered, STARTTLS is offered but not required, and a recipient
+the policy does not know, or cannot even parse, gets 550 5.1.1.
 """
 
 from __future__ import annotations
@@ -76,17 +81,28 @@ class Envelope:
 
 
 class SubmissionPolicy(Protocol):
+    # True (submission): TLS and AUTH before MAIL, and every later call gets the Principal.
+    # False (inbound MX): no AUTH; the calls get None.
+    authenticated_relay: bool
+
     async def authenticate(
         self, username: str, password: str, client_ip: str
     ) -> tuple[AuthOutcome, Principal | None]: ...
 
-    async def check_sender(self, principal: Principal, address: Address | None) -> Reply | None: ...
+    async def check_sender(
+        self, principal: Principal | None, address: Address | None
+    ) -> Reply | None: ...
 
-    async def check_recipient(self, principal: Principal, address: Address) -> Reply | None: ...
+    async def check_recipient(self, principal: Principal | None, address: Address) -> Reply | None: ...
 
     async def admission(self) -> Reply | None: ...
 
-    async def accept(self, principal: Principal, envelope: Envelope, message: bytes) -> Reply: ...
+    async def accept(
+        self, principal: Principal | None, envelope: Envelope, message: bytes
+    ) -> Reply: ...
+
+
+NO_SUCH_RECIPIENT = Reply(550, "5.1.1", "No such recipient here")
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +247,11 @@ class SubmissionSession:
             "ENHANCEDSTATUSCODES",
             "SMTPUTF8",
         ]
-        # RFC 8689 §3: REQUIRETLS is offered only inside TLS.
-        lines += ["AUTH PLAIN LOGIN", "REQUIRETLS"] if self.tls else ["STARTTLS"]
+        if not self.tls:
+            lines.append("STARTTLS")
+        elif self.policy.authenticated_relay:
+            # RFC 8689 §3: REQUIRETLS is offered only inside TLS.
+            lines += ["AUTH PLAIN LOGIN", "REQUIRETLS"]
         self.send(Reply(250, "", "\n".join(lines)))
 
     async def smtp_HELO(self, arg: str) -> None:
@@ -267,6 +286,9 @@ class SubmissionSession:
         self.envelope = None
 
     async def smtp_AUTH(self, arg: str) -> None:
+        if not self.policy.authenticated_relay:
+            self._error(Reply(502, "5.5.1", "AUTH not available here"))
+            return
         if not self.tls:
             self._error(R.AUTH_NEEDS_TLS)
             return
@@ -355,10 +377,10 @@ class SubmissionSession:
         if self.helo is None:
             self._error(Reply(503, "5.5.1", "Send EHLO first"))
             return
-        if not self.tls:
+        if self.policy.authenticated_relay and not self.tls:
             self._error(R.TLS_REQUIRED)
             return
-        if self.principal is None:
+        if self.policy.authenticated_relay and self.principal is None:
             self._error(R.AUTH_REQUIRED)
             return
         if self.envelope is not None:
@@ -414,7 +436,7 @@ class SubmissionSession:
         return None
 
     async def smtp_RCPT(self, arg: str) -> None:
-        if self.envelope is None or self.principal is None:
+        if self.envelope is None or (self.policy.authenticated_relay and self.principal is None):
             self._sequence_error(Reply(503, "5.5.1", "Need MAIL before RCPT"))
             return
         if len(self.envelope.rcpt_to) >= self.limits.max_recipients:
@@ -426,7 +448,11 @@ class SubmissionSession:
             self._error(Reply(553, "5.6.7", str(exc)))
             return
         except CommandError as exc:
-            self._error(Reply(501, "5.1.3", str(exc)))
+            # The inbound MX: what it cannot parse is no address of its own (RFC 5321
+            # §3.6.1/§7.1: and never one to relay to).
+            self._error(
+                Reply(501, "5.1.3", str(exc)) if self.policy.authenticated_relay else NO_SUCH_RECIPIENT
+            )
             return
         if path.params:
             self._error(
@@ -446,7 +472,7 @@ class SubmissionSession:
         if arg:
             self._error(Reply(501, "5.5.4", "DATA takes no parameters"))
             return
-        if self.envelope is None or self.principal is None:
+        if self.envelope is None or (self.policy.authenticated_relay and self.principal is None):
             self._sequence_error(Reply(503, "5.5.1", "Need MAIL before DATA"))
             return
         if not self.envelope.rcpt_to:

@@ -32,6 +32,7 @@ from secumail.mail.secure_route import (
 )
 from secumail.mail.status import RecipientStatus
 from secumail.mail.tlsrpt import PolicyType
+from secumail.mail.verp import bounce_address
 from secumail.net.smtp_client import SmtpConnection, TlsDetails, TransactionResult
 from secumail.pipeline.mx_connector import MxConnector
 from secumail.pipeline.route_planner import DomainRoute, RoutePlanner
@@ -159,6 +160,7 @@ class DomainDelivery:
         *,
         helo: str,
         memory_seconds: float,
+        verp_key: bytes,
     ) -> None:
         self.planner = planner
         self.connector = connector
@@ -167,6 +169,7 @@ class DomainDelivery:
         self.evidence_key = evidence_key
         self.helo = helo
         self.memory_seconds = memory_seconds
+        self.verp_key = verp_key
 
     async def deliver(
         self,
@@ -433,17 +436,9 @@ class DomainDelivery:
     ) -> _MxTry | None:
         """The SMTP transaction over `conn`; None when a reused idle connection turned out
         to have gone stale (then the caller tries once more, fresh)."""
-        record, body = run.record, run.body
         key = self.connector.key(at.mx, at.ip)
         try:
-            result = await conn.send(
-                record.mail_from,
-                run.addresses,
-                body,
-                smtputf8=record.smtputf8,
-                eightbit=not body.isascii(),
-                requiretls=record.requiretls,
-            )
+            result, lost = await self._send(run, conn)
         except ConnectError as exc:
             await self.connector.pool.discard(key, conn)
             if reused:
@@ -451,7 +446,10 @@ class DomainDelivery:
             return at.end(
                 AttemptOutcome.UNREACHABLE, exc.reason, MxOutcome.TEMPORARY, exc.reason, error=exc
             )
-        await self.connector.pool.release(key, conn)
+        if lost:
+            await self.connector.pool.discard(key, conn)
+        else:
+            await self.connector.pool.release(key, conn)
         replies = sorted({str(r) for r in result.recipients.values()})
         return at.end(
             AttemptOutcome.TRANSACTION,
@@ -459,6 +457,56 @@ class DomainDelivery:
             MxOutcome.TRANSACTION,
             result=result,
         )
+
+    async def _send(self, run: _DomainRun, conn: SmtpConnection) -> tuple[TransactionResult, bool]:
+        """The message to the domain's recipients over `conn`: (the replies, whether the
+        connection was lost on the way). Raises ConnectError only before any transaction
+        finished (then nothing was handed over and the whole domain can be tried again).
+
+        Each recipient gets its own transaction, with its own return path (`mail.verp`:
+        a late bounce then names the message and the recipient, whatever its body says);
+        a notice keeps the null reverse-path (RFC 3461 §6.2, RFC 5321 §4.5.5), all its
+        recipients in one transaction."""
+        record, body = run.record, run.body
+        eightbit = not body.isascii()
+        if not record.mail_from:
+            one = await conn.send(
+                "",
+                run.addresses,
+                body,
+                smtputf8=record.smtputf8,
+                eightbit=eightbit,
+                requiretls=record.requiretls,
+            )
+            return one, False
+        merged = TransactionResult()
+        for i, address in enumerate(run.addresses):
+            if i and not conn.usable:
+                # The server broke the connection after a transaction (a failed RSET):
+                # the recipients still to go wait for the next round.
+                lost = Reply(451, "4.4.2", "connection lost between transactions")
+                merged.recipients.update(dict.fromkeys(run.addresses[i:], lost))
+                return merged, True
+            try:
+                one = await conn.send(
+                    bounce_address(self.verp_key, record.id, address, self.helo),
+                    [address],
+                    body,
+                    smtputf8=record.smtputf8,
+                    eightbit=eightbit,
+                    requiretls=record.requiretls,
+                )
+            except ConnectError as exc:
+                if not i:
+                    raise
+                # The earlier transactions are done (and must not be repeated): only the
+                # rest wait for the next round.
+                lost = Reply(451, "4.4.2", f"connection lost: {exc.reason}")
+                merged.recipients.update(dict.fromkeys(run.addresses[i:], lost))
+                return merged, True
+            merged.recipients.update(one.recipients)
+            merged.data_reply = one.data_reply or merged.data_reply
+        return merged, False
 
     async def remember(self, domain: str, method: RouteMethod) -> None:
         await self.routing.remember(

@@ -38,6 +38,8 @@ ACCOUNT_CACHE_TTL = 1.0
 
 
 class SubmissionPolicyImpl:
+    authenticated_relay = True  # the session asks TLS and AUTH before MAIL
+
     def __init__(
         self,
         store: MetadataStore,
@@ -103,14 +105,18 @@ class SubmissionPolicyImpl:
             {"channel": "smtp", "reason": reason, "now_throttled": now_throttled},
         )
 
-    async def check_sender(self, principal: Principal, address: Address | None) -> Reply | None:
+    async def check_sender(
+        self, principal: Principal | None, address: Address | None
+    ) -> Reply | None:
+        assert principal is not None  # authenticated_relay: the session saw AUTH
         try:
             await self.acceptor.check_sender(principal.account_id, address)
         except Refusal as r:
             return Reply(r.code, r.enhanced, r.text)
         return None
 
-    async def check_recipient(self, principal: Principal, address: Address) -> Reply | None:
+    async def check_recipient(self, principal: Principal | None, address: Address) -> Reply | None:
+        assert principal is not None
         try:
             await self.acceptor.check_recipient(principal.account_id, address)
         except Refusal as r:
@@ -120,8 +126,10 @@ class SubmissionPolicyImpl:
     async def admission(self) -> Reply | None:
         return R.INTAKE_FULL if await self.acceptor.full() else None
 
-    async def accept(self, principal: Principal, envelope: Envelope, message: bytes) -> Reply:
-        assert envelope.mail_from is not None
+    async def accept(
+        self, principal: Principal | None, envelope: Envelope, message: bytes
+    ) -> Reply:
+        assert principal is not None and envelope.mail_from is not None
         account = await self._accounts.get(
             principal.account_id, lambda: self.store.get_account(principal.account_id)
         )

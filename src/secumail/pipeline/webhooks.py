@@ -107,17 +107,20 @@ class WebhookDispatcher:
             if e["kind"] not in MESSAGE_EVENTS or e["dsn_of"] or e["account_id"] not in hooks:
                 continue
             detail = json.loads(e["detail"])
+            data: dict[str, Any] = {
+                "message_id": e["message_id"],
+                "recipient": e["recipient"],
+                "reply": detail.get("reply"),
+                "reasons": detail.get("reasons", []),
+                "metadata": json.loads(e["api_metadata"]) if e["api_metadata"] else {},
+            }
+            if detail.get("late"):
+                data["late"] = True  # a bounce after the delivery (the inbound MX)
             payload = {
                 "id": f"evt_m{e['id']}",
                 "type": e["kind"],
                 "created_at": e["at"],
-                "data": {
-                    "message_id": e["message_id"],
-                    "recipient": e["recipient"],
-                    "reply": detail.get("reply"),
-                    "reasons": detail.get("reasons", []),
-                    "metadata": json.loads(e["api_metadata"]) if e["api_metadata"] else {},
-                },
+                "data": data,
             }
             out += self._for(hooks.get(e["account_id"], []), payload)
         for e in acc_events:

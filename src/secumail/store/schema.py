@@ -233,6 +233,11 @@ SCHEMA: list[str] = [
         OR NEW.subject_digest IS NOT OLD.subject_digest OR NEW.detail IS NOT OLD.detail
         OR NEW.prev_hash IS NOT OLD.prev_hash OR NEW.hash IS NOT OLD.hash
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    # Operator counters (store/counters.py): things dropped on purpose, e.g. bounces.
+    """CREATE TABLE IF NOT EXISTS counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )""",
     # GDPR (store/retention.py): days an account's finished messages' metadata is kept
     # (NULL: the gateway's gdpr.retention_days).
     "ALTER TABLE accounts ADD COLUMN retention_days INTEGER",

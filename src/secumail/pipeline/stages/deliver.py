@@ -76,6 +76,7 @@ class DeliverStage:
             ctx.evidence_key,
             helo=ctx.settings.server.hostname,
             memory_seconds=self.settings.downgrade_memory_days * 86400,
+            verp_key=ctx.verp_key,
         )
 
     async def close(self) -> None:

@@ -1,11 +1,13 @@
 """Stage `notify`: tell the sender what happened, in the account's language.
 
-Input: queue `notify`, jobs {"kind": "failed"} (every recipient final, some failed) or
-{"kind": "delayed"} (deferred for longer than `notify.delay_warning_after`). Output:
+Input: queue `notify`, jobs {"kind": "failed"} (every recipient final, some failed),
+{"kind": "delayed"} (deferred for longer than `notify.delay_warning_after`) or
+{"kind": "bounced", "recipient": …} (a bounce that came later, to the inbound MX). Output:
 none; the notice itself is a new message (null envelope sender, RFC 3464 DSN) put into
 the intake, so it is delivered by the same secure-route rules as everything else.
 A notice is never sent about a notice (RFC 3461 §6.2: the null sender gets no DSN),
-and each message gets at most one failure notice and one delay notice.
+and each message gets at most one failure notice and one delay notice, and one notice
+per recipient that bounced later.
 Also copied to the account's `notify_address` when it has one.
 Settings: server.hostname, notify.*.
 """
@@ -43,9 +45,16 @@ class NotifyStage:
         record = await self.ctx.store.message(job.message_id)
         if not record.mail_from:
             return StageResult.done("never a notice about a notice")
-        if any(e.kind == f"notice_{kind}" for e in record.events):
+        about = job.payload.get("recipient") if kind == "bounced" else None
+        if any(e.kind == f"notice_{kind}" and e.recipient == about for e in record.events):
             return StageResult.done("already notified")
-        if kind == "delayed":
+        if kind == "bounced":
+            wanted = [
+                r
+                for r in record.recipients
+                if r.address == about and r.status is RecipientStatus.BOUNCED
+            ]
+        elif kind == "delayed":
             if not await self.ctx.store.mark_warned(record.id):
                 return StageResult.done("already warned")
             wanted = [r for r in record.recipients if r.status is RecipientStatus.DEFERRED]
@@ -93,7 +102,7 @@ class NotifyStage:
             admission=False,
             also=[
                 self.ctx.store.event_op(
-                    record.id, None, f"notice_{kind}", {"notice_id": notice_id, "to": recipients}
+                    record.id, about, f"notice_{kind}", {"notice_id": notice_id, "to": recipients}
                 )
             ],
         )
