@@ -106,6 +106,25 @@ def test_a_failed_report_bounces_the_recipient_suppresses_and_queues_a_notice(ga
     run(go())
 
 
+def test_a_permanent_refusal_that_is_not_about_the_address_bounces_without_a_suppression(
+    gateway_db,
+) -> None:
+    """5.7.1 (a policy or spam verdict) is permanent for this message but says nothing
+    lasting about the address: the same rule as a refusal at delivery (5.1.x only)."""
+
+    async def go() -> None:
+        w = World(gateway_db, failed("dr@clinic.test", status="5.7.1"))
+        mid, account = await w.sent("dr@clinic.test")
+        await w.bounce_to(bounce_address(KEY, mid, "dr@clinic.test", HOST))
+        recipient = (await w.store.message(mid)).recipients[0]
+        assert recipient.status is RecipientStatus.BOUNCED and recipient.enhanced == "5.7.1"
+        assert await w.suppressions.find(account, "dr@clinic.test") is None
+        jobs = await w.bus.claim("notify", 10)
+        assert [j.job.payload for j in jobs] == [{"kind": "bounced", "recipient": "dr@clinic.test"}]
+
+    run(go())
+
+
 def test_a_temporary_failure_bounces_without_a_suppression(gateway_db) -> None:
     async def go() -> None:
         # The report's only entry names another address (a forward): the bounce address

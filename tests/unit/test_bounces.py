@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from secumail.mail.bounces import MAX_DIAGNOSTIC, MAX_RECIPIENTS, Bounce, parse_bounce
+from secumail.mail.bounces import MAX_DIAGNOSTIC, MAX_INPUT, MAX_RECIPIENTS, Bounce, parse_bounce
 from secumail.mail.dsn import DsnRecipient, DsnRequest, build_dsn
 from secumail.mail.status import RecipientStatus
 
@@ -375,6 +375,27 @@ def test_a_reply_far_from_any_address_is_not_attributed() -> None:
 
 
 # -- bounded work, hostile input --------------------------------------------------------
+def test_a_bounce_that_returns_a_large_original_is_still_read() -> None:
+    """MTAs often return the whole original (RFC 3462 §2 puts it last): only the first
+    MAX_INPUT octets are read, and the report comes before the original."""
+    raw = sample("postfix_one.eml")
+    closing = raw.rindex(b"--4D2A41C0A1.1733562901/mail.kliniek.example--")
+    original = (
+        b"--4D2A41C0A1.1733562901/mail.kliniek.example\r\n"
+        b"Content-Type: message/rfc822\r\n\r\n"
+        b"Subject: scan\r\nContent-Type: application/pdf\r\n\r\n"
+        + b"JVBERi0xLjcK" * (4 * MAX_INPUT // 12)
+        + b"\r\n"
+    )
+    big = raw[:closing] + original + raw[closing:]
+    assert len(big) > 4 * MAX_INPUT
+    bounce = parse_bounce(big)
+    assert bounce is not None and bounce.format == "dsn"
+    assert [(r.address, r.action, r.status) for r in bounce.recipients] == [
+        ("dr.visser@kliniek.example", "failed", "5.1.1")
+    ]
+
+
 def test_recipients_per_report_are_capped() -> None:
     block = "Final-Recipient: rfc822; r{}@kliniek.example\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
     bounce = parse_bounce(dsn("".join(block.format(i) for i in range(MAX_RECIPIENTS + 500))))
@@ -384,7 +405,7 @@ def test_recipients_per_report_are_capped() -> None:
 
 def test_a_huge_report_is_read_up_to_the_cap() -> None:
     raw = dsn(GOOD + "Diagnostic-Code: smtp; 550 5.1.1 " + "x" * 50_000 + "\r\n" + "X-Filler: y\r\n" * 900_000)
-    assert len(raw) > 10 * 1024 * 1024
+    assert len(raw) > 10 * MAX_INPUT
     bounce = parse_bounce(raw)
     assert bounce is not None
     assert bounce.recipients[0].diagnostic is not None and len(bounce.recipients[0].diagnostic) == MAX_DIAGNOSTIC

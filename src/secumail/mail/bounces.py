@@ -42,7 +42,11 @@ from email.utils import collapse_rfc2231_value
 from secumail.mail.address import AddressError, normalise_domain, parse_address
 from secumail.mail.encoded_words import display_text
 
-MAX_INPUT = 10 * 1024 * 1024  # octets read of a bounce; the rest is the original, not needed
+# Octets read of a bounce. The report parts come first (RFC 3462 §2: the human text, then
+# the delivery status, then the returned message or its headers); what follows is the
+# original message, not needed. 1 MiB bounds the parser's CPU per bounce (a crafted
+# 10 MiB message costs the stdlib parser seconds) without cutting into any report.
+MAX_INPUT = 1024 * 1024
 MAX_RECIPIENTS = 1000  # per report
 MAX_DIAGNOSTIC = 500  # characters kept of the remote reply
 _MAX_FIELD = 4000  # characters of one field value read (unfolded)
@@ -84,8 +88,8 @@ def parse_bounce(raw: bytes) -> Bounce | None:
     report (an auto-reply, a vacation notice, a feedback report, a normal message).
 
     Only the first MAX_INPUT octets are read. CPU-bound: a typical bounce takes
-    milliseconds, a pathological 10 MiB one (deep nesting, millions of header lines)
-    a few seconds in the stdlib parser, so an asyncio caller runs it in a thread.
+    milliseconds, a pathological one (deep nesting, many header lines) up to a few
+    tenths of a second in the stdlib parser, so an asyncio caller runs it in a thread.
     The addresses are what the report says (after forwarding, not necessarily the
     recipient Secumail sent to): the bounce address (`mail/verp.py`) is what names it."""
     mime = _read_mime(raw[:MAX_INPUT])

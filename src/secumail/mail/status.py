@@ -22,3 +22,12 @@ class RecipientStatus(enum.StrEnum):
     def is_failure(self) -> bool:
         """Final and not delivered: the sender gets a DSN."""
         return self.is_final and self is not RecipientStatus.DELIVERED
+
+
+def suppresses(enhanced: str | None) -> bool:
+    """Whether a permanent failure with this enhanced status code means the address is
+    dead, so the account should not mail it again until someone lifts the suppression:
+    the 5.1.x address statuses (RFC 3463 §3.2: no such mailbox, bad domain, ...). Other
+    refusals (a full mailbox, a policy or spam verdict) say nothing lasting about the
+    address."""
+    return (enhanced or "").startswith("5.1.")

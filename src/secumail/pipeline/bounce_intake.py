@@ -11,7 +11,7 @@ Implements `net.smtp_server.SubmissionPolicy` without AUTH (`authenticated_relay
   the common other formats) and, for each bounce address, the
   recipient it names is found by its tag (`mail.verp.recipient_for`). A report of failure
   sets the recipient `bounced` (an event next to any earlier delivery and its evidence,
-  which stay), adds a suppression when permanent (5.x.x), and queues a notice to the
+  which stay), adds a suppression when the address is dead (5.1.x, `mail.status.suppresses`), and queues a notice to the
   sender (stage `notify`, kind "bounced"); a report of delay is an event only. The
   webhooks see the recipient's `bounced` event like any other.
 - A bounce that changes nothing (a forged or altered address, a message purged or never
@@ -25,6 +25,7 @@ Settings: server.hostname, inbound.*.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +35,7 @@ from secumail.mail import reply as R
 from secumail.mail.address import Address
 from secumail.mail.bounces import Bounce, BouncedRecipient, parse_bounce
 from secumail.mail.reply import Reply
-from secumail.mail.status import RecipientStatus
+from secumail.mail.status import RecipientStatus, suppresses
 from secumail.mail.verp import parse_bounce_local, recipient_for
 from secumail.net.smtp_server import NO_SUCH_RECIPIENT, AuthOutcome, Envelope, Principal
 from secumail.pipeline.bus import Bus, Job
@@ -97,7 +98,8 @@ class BounceIntake:
         self, principal: Principal | None, envelope: Envelope, message: bytes
     ) -> Reply:
         try:
-            bounce = self.parse(message)
+            # CPU-bound (up to a few tenths of a second for a crafted message): off the loop.
+            bounce = await asyncio.to_thread(self.parse, message)
         except Exception:  # a parser bug on hostile input: logged, counted, never a crash
             log.exception("bounce parser failed")
             bounce = None
@@ -156,7 +158,7 @@ class BounceIntake:
             event=_detail(bounce, entry) | {"late": True, "reply": reply},
         )
         also: list[Op] = []
-        if entry.permanent and record.account_id and record.mail_from:
+        if entry.permanent and suppresses(entry.status) and record.account_id and record.mail_from:
             also.append(
                 self.suppressions.add_op(record.account_id, recipient, reply, "bounce", record.id)
             )

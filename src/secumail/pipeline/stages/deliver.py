@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 
 from secumail.mail.secure_route import RouteMethod
-from secumail.mail.status import RecipientStatus
+from secumail.mail.status import RecipientStatus, suppresses
 from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
 from secumail.pipeline.stage import StageContext
@@ -182,7 +182,7 @@ class DeliverStage:
                 record.account_id, u.address, u.reply or "hard bounce", "bounce", record.id
             )
             for u in updates
-            if u.status is RecipientStatus.BOUNCED and (u.enhanced or "").startswith("5.1.")
+            if u.status is RecipientStatus.BOUNCED and suppresses(u.enhanced)
         ]
 
     def _internal_error(
