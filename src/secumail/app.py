@@ -28,6 +28,7 @@ from secumail.api.tokens import OidcVerifier, TokenError, TokenIssuer, jwks_from
 from secumail.config import Settings
 from secumail.errors import ConfigError, ListenError
 from secumail.mail.smtp_data import BareNewline
+from secumail.mail.verp import domain_problem
 from secumail.net.dns import Resolver
 from secumail.net.handoff import HandoffReceiver, HandoffSender
 from secumail.net.https_client import HttpsError, request
@@ -375,7 +376,7 @@ class Services:
             planner=self.planner,
             connector=self.connector,
             suppressions=self.suppressions,
-            verp_key=self.verp_key,
+            verp_key=self.verp_key if self.settings.inbound.listen else None,
         )
 
     def close(self) -> None:
@@ -503,6 +504,12 @@ class Gateway:
         only: the same session machinery as submission, another policy, its own limits."""
         s = self.settings
         sv = self.services
+        problem = domain_problem(s.server.hostname)
+        if problem:
+            raise ConfigError(
+                f"inbound.listen: bounce addresses are @server.hostname, and {problem}"
+                f" ({s.where('server.hostname')})"
+            )
         policy = BounceIntake(
             sv.store,
             sv.suppressions,

@@ -113,6 +113,25 @@ def _webhook(gw: GatewayProcess, world: World, dns: AuthoritativeDns, sts_server
     return receiver
 
 
+def test_with_the_inbound_mx_each_recipient_has_its_own_return_path(
+    gw: GatewayProcess, hospital: Customer, world: World
+) -> None:
+    """With `inbound.listen` set, each recipient's copy goes in its own transaction with
+    its own bounce address (so a later bounce names it), one after another over the one
+    connection; the message's sender stays who it was. (Without an inbound MX the return
+    path stays the sender's own address: tests/e2e/test_delivery.py.)"""
+    mx = world.domain("clinic.test")
+    qid = gw.send(hospital, ["a@clinic.test", "b@clinic.test"])
+    got = mx.wait_for(2)
+    gw.wait_status(qid, {"delivered"})
+    assert sorted(tuple(g.rcpt_to) for g in got) == [("a@clinic.test",), ("b@clinic.test",)]
+    for g in got:
+        assert re.fullmatch(rf"bounce\+{qid}[a-z2-7]{{20}}@{re.escape(GATEWAY_HOST)}", g.mail_from)
+    assert got[0].mail_from != got[1].mail_from
+    assert mx.connections == 1
+    assert gw.message(qid)["mail_from"] == "alice@hospital.test"
+
+
 def test_a_late_dsn_bounces_suppresses_notifies_and_leaves_the_evidence_valid(
     gw: GatewayProcess, hospital: Customer, world: World, dns: AuthoritativeDns,
     sender_mx: HarnessMx, sts_server, inbound_port: int, tmp_path: Path,

@@ -178,3 +178,21 @@ def test_inbound_is_off_by_default_and_its_listen_addresses_are_checked(tmp_path
     )
     assert "inbound.listen: 127.0.0.1:2587 is also in submission.listen" in f.errors
     assert any(e.startswith("inbound.listen: 'x': ") for e in f.errors), f.errors
+
+
+def test_inbound_needs_a_hostname_that_can_carry_bounce_addresses(tmp_path: Path) -> None:
+    """Bounce addresses are `bounce+…@server.hostname`: with the default "localhost" the
+    inbound MX could accept none, and remote servers would refuse such a return path."""
+
+    def inbound_errors(hostname: str, listen: bool) -> list[str]:
+        s = _settings(tmp_path, '[inbound]\nlisten = ["127.0.0.1:2525"]\n' if listen else "")
+        s = s.model_copy(deep=True)
+        s.server.hostname = hostname
+        return [e for e in check_settings(s).errors if e.startswith("inbound.listen")]
+
+    assert inbound_errors("localhost", listen=True) == [
+        "inbound.listen: bounce addresses are @server.hostname, and 'localhost' has a single"
+        " label; bounce addresses need a domain name"
+    ]
+    assert inbound_errors("gw.zho.nl", listen=True) == []
+    assert inbound_errors("localhost", listen=False) == []

@@ -35,10 +35,12 @@ class FakeConnection:
         return TransactionResult(dict.fromkeys(recipients, OK), OK)
 
 
-def run_send(conn: FakeConnection, mail_from: str, addresses: list[str]) -> tuple[TransactionResult, bool]:
+def run_send(
+    conn: FakeConnection, mail_from: str, addresses: list[str], key: bytes | None = KEY
+) -> tuple[TransactionResult, bool]:
     delivery = DomainDelivery(
         None, None, None, None, None,  # type: ignore[arg-type]  # _send uses none of them
-        helo=HOST, memory_seconds=0, verp_key=KEY,
+        helo=HOST, memory_seconds=0, verp_key=key,
     )
     record = SimpleNamespace(id="06H54SZ2H2SB19PF", mail_from=mail_from, smtputf8=False, requiretls=False)
     run = _DomainRun(record, "clinic.test", None, addresses, b"body\r\n", DomainReport())  # type: ignore[arg-type]
@@ -72,3 +74,13 @@ def test_connection_lost_after_the_first_transaction_defers_only_the_rest() -> N
 def test_connection_lost_before_any_transaction_raises() -> None:
     with pytest.raises(ConnectError):
         run_send(FakeConnection(fail_at=0), "alice@hospital.test", ["a@clinic.test", "b@clinic.test"])
+
+
+def test_without_an_inbound_mx_the_senders_return_path_stays_one_transaction() -> None:
+    """No `inbound.listen`: nothing would receive bounces at the gateway, so the return
+    path stays the sender's own address (bounces reach the sender directly), and the
+    recipients of a domain share one transaction, as before issue 14."""
+    conn = FakeConnection()
+    result, lost = run_send(conn, "alice@hospital.test", ["a@clinic.test", "b@clinic.test"], key=None)
+    assert conn.transactions == [("alice@hospital.test", ["a@clinic.test", "b@clinic.test"])]
+    assert not lost and set(result.recipients) == {"a@clinic.test", "b@clinic.test"}

@@ -8,6 +8,7 @@ import pytest
 from secumail.mail.ids import new_message_id
 from secumail.mail.verp import (
     bounce_address,
+    domain_problem,
     parse_bounce_local,
     recipient_for,
     recipient_tag,
@@ -81,3 +82,19 @@ def test_a_forged_or_altered_address_matches_no_recipient(why: str) -> None:
 )
 def test_what_is_not_a_bounce_address_is_told_apart(local: str) -> None:
     assert parse_bounce_local(local) is None
+
+
+@pytest.mark.parametrize(
+    ("hostname", "ok"),
+    [
+        ("gw.zho.nl", True),
+        ("gw.secumail.test", True),
+        ("GW.Zho.NL.", True),
+        ("localhost", False),  # a single label: no mail domain
+        ("gw_1.zho.nl", False),
+        ("192.0.2.1", False),  # an address, not a domain
+        ("", False),
+    ],
+)
+def test_only_a_mail_domain_can_carry_bounce_addresses(hostname: str, ok: bool) -> None:
+    assert (domain_problem(hostname) is None) is ok

@@ -31,6 +31,7 @@ from secumail.config import Settings, load_settings
 from secumail.errors import ConfigError
 from secumail.mail.dns_records import hostname_problem
 from secumail.mail.endpoints import parse_host_port
+from secumail.mail.verp import domain_problem
 
 MASK = "********"
 
@@ -316,6 +317,9 @@ def _check_listeners(s: Settings, f: Findings) -> None:
                 f.errors.append(f"api.plain_http: allowed on loopback only, not {entry}")
             if port < 1024 and os.geteuid() != 0:
                 f.warnings.append(f"{setting}: port {port} needs root or CAP_NET_BIND_SERVICE")
+    problem = domain_problem(s.server.hostname) if s.inbound.listen else None
+    if problem:
+        f.errors.append(f"inbound.listen: bounce addresses are @server.hostname, and {problem}")
     for entry in s.dns.nameservers:
         try:
             parse_host_port(entry, 53)

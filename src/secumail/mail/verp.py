@@ -22,6 +22,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from secumail.mail.address import AddressError, normalise_domain
 from secumail.mail.ids import is_message_id
 
 PREFIX = "bounce+"
@@ -39,6 +40,20 @@ def recipient_tag(key: bytes, message_id: str, recipient: str) -> str:
 def bounce_address(key: bytes, message_id: str, recipient: str, domain: str) -> str:
     """The return path for `recipient`'s copy of message `message_id`."""
     return f"{PREFIX}{message_id}{recipient_tag(key, message_id, recipient)}@{domain}"
+
+
+def domain_problem(hostname: str) -> str | None:
+    """Why bounce addresses cannot be `…@hostname` (None: they can). A return path's
+    domain must be a mail domain (RFC 5321 §4.1.2: dot-separated labels; a single label
+    such as "localhost" is refused by the receiving side and by our own inbound MX)."""
+    text = hostname.rstrip(".")
+    if text and "." not in text:
+        return f"{hostname!r} has a single label; bounce addresses need a domain name"
+    try:
+        normalise_domain(text)
+    except AddressError as exc:
+        return f"{hostname!r} is not a valid domain ({exc})"
+    return None
 
 
 def parse_bounce_local(local_part: str) -> tuple[str, str] | None:

@@ -160,7 +160,7 @@ class DomainDelivery:
         *,
         helo: str,
         memory_seconds: float,
-        verp_key: bytes,
+        verp_key: bytes | None,
     ) -> None:
         self.planner = planner
         self.connector = connector
@@ -169,6 +169,8 @@ class DomainDelivery:
         self.evidence_key = evidence_key
         self.helo = helo
         self.memory_seconds = memory_seconds
+        # None: no inbound MX to receive bounces, so the return path stays the sender's
+        # own address (one transaction for all recipients of a domain, as before).
         self.verp_key = verp_key
 
     async def deliver(
@@ -469,9 +471,9 @@ class DomainDelivery:
         recipients in one transaction."""
         record, body = run.record, run.body
         eightbit = not body.isascii()
-        if not record.mail_from:
+        if not record.mail_from or self.verp_key is None:
             one = await conn.send(
-                "",
+                record.mail_from,
                 run.addresses,
                 body,
                 smtputf8=record.smtputf8,
@@ -479,6 +481,7 @@ class DomainDelivery:
                 requiretls=record.requiretls,
             )
             return one, False
+        verp_key = self.verp_key
         merged = TransactionResult()
         for i, address in enumerate(run.addresses):
             if i and not conn.usable:
@@ -489,7 +492,7 @@ class DomainDelivery:
                 return merged, True
             try:
                 one = await conn.send(
-                    bounce_address(self.verp_key, record.id, address, self.helo),
+                    bounce_address(verp_key, record.id, address, self.helo),
                     [address],
                     body,
                     smtputf8=record.smtputf8,

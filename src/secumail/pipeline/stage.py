@@ -44,7 +44,9 @@ class StageContext:
     planner: RoutePlanner
     connector: MxConnector
     suppressions: SuppressionStore
-    verp_key: bytes = b""  # the installation's key for bounce addresses (`mail.verp`)
+    # The key of bounce addresses (`mail.verp`) when the inbound MX receives them; None:
+    # messages keep their sender's return path.
+    verp_key: bytes | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     # RSA signing in a thread lets a process use a second core (OpenSSL drops the GIL);
     # with a worker process per core already, the hand-off to the thread and back only
