@@ -16,6 +16,7 @@ from secumail.mail.status import RecipientStatus
 from secumail.mail.verp import bounce_address
 from secumail.net.smtp_server import Envelope
 from secumail.pipeline.bounce_intake import BounceIntake
+from secumail.pipeline.bus import Job
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.store.counters import Counters
 from secumail.store.database import Database
@@ -229,3 +230,22 @@ def test_no_auth_plain_text_allowed_starttls_offered(gateway_db) -> None:
         assert not any("AUTH" in line or "STARTTLS" in line for line in ehlo)
 
     talk(go)
+
+
+def test_a_flood_of_bounces_meets_the_same_admission_control_as_new_messages(
+    gateway_db,
+) -> None:
+    """Each late bounce makes a notice: while the work waiting for the stages is at the
+    bus's bound, the inbound MX answers 451 4.3.2 (the sender's MTA retries later)."""
+
+    async def go() -> None:
+        w = World(gateway_db, failed("dr@clinic.test"))
+        w.bus = EmbeddedBus(gateway_db, bound=2, lease=5.0)
+        w.intake.bus = w.bus
+        assert await w.intake.admission() is None
+        for i in range(2):
+            await w.bus.publish("notify", Job(f"M{i}"))
+        refused = await w.intake.admission()
+        assert refused is not None and (refused.code, refused.enhanced) == (451, "4.3.2")
+
+    run(go())
