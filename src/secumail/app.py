@@ -40,6 +40,7 @@ from secumail.pipeline.bounce_intake import BounceIntake
 from secumail.pipeline.bus import Bus
 from secumail.pipeline.domain_setup import DomainSetup
 from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
+from secumail.pipeline.inbound_mx import InboundMx
 from secumail.pipeline.intake import Intake
 from secumail.pipeline.mta_sts_source import StsPolicySource
 from secumail.pipeline.mx_connector import MxConnector
@@ -49,6 +50,7 @@ from secumail.pipeline.runner import StageRunner
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
 from secumail.pipeline.tls_reports import TlsReporter
+from secumail.pipeline.tlsrpt_intake import TlsReportIntake
 from secumail.pipeline.webhooks import WebhookDispatcher
 from secumail.pki.ca import CertificateAuthority
 from secumail.pki.dkim_keyring import DkimKeyring
@@ -70,6 +72,7 @@ from secumail.store.routing import RoutingStore
 from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
 from secumail.store.suppressions import SuppressionStore
+from secumail.store.tls_reports_received import TlsReportsReceived
 from secumail.store.webhooks import WebhookStore
 
 log = logging.getLogger("secumail")
@@ -227,6 +230,10 @@ class Services:
     @functools.cached_property
     def counters(self) -> Counters:
         return Counters(self.db)
+
+    @functools.cached_property
+    def tls_reports_received(self) -> TlsReportsReceived:
+        return TlsReportsReceived(self.db)
 
     @functools.cached_property
     def idempotency(self) -> IdempotencyStore:
@@ -500,7 +507,8 @@ class Gateway:
             )
 
     async def _start_inbound(self) -> None:
-        """The inbound MX for late bounces (`pipeline.bounce_intake`), in the first process
+        """The inbound MX for late bounces (`pipeline.bounce_intake`) and TLS reports
+        (`pipeline.tlsrpt_intake`; `pipeline.inbound_mx` dispatches), in the first process
         only: the same session machinery as submission, another policy, its own limits."""
         s = self.settings
         sv = self.services
@@ -510,7 +518,7 @@ class Gateway:
                 f"inbound.listen: bounce addresses are @server.hostname, and {problem}"
                 f" ({s.where('server.hostname')})"
             )
-        policy = BounceIntake(
+        bounces = BounceIntake(
             sv.store,
             sv.suppressions,
             sv.counters,
@@ -518,6 +526,17 @@ class Gateway:
             verp_key=sv.verp_key,
             hostname=s.server.hostname,
         )
+        reports = (
+            TlsReportIntake(
+                sv.tls_reports_received,
+                sv.counters,
+                local_part=s.inbound.tlsrpt_address,
+                hostname=s.server.hostname,
+            )
+            if s.inbound.tlsrpt_address
+            else None
+        )
+        policy = InboundMx(bounces, reports)
         limits = dataclasses.replace(
             self._session_limits(),
             max_message_size=s.inbound.max_size,
@@ -535,7 +554,12 @@ class Gateway:
         except ListenError as exc:
             raise _listen_failed(s, "inbound.listen", exc) from exc
         for host, port, _tls in self.inbound.bound:
-            log.info("inbound MX listening on %s:%d (bounces; STARTTLS offered)", host, port)
+            log.info(
+                "inbound MX listening on %s:%d (bounces%s; STARTTLS offered)",
+                host,
+                port,
+                ", TLS reports" if reports else "",
+            )
 
     def _build_runners(self) -> None:
         """A stage and its runner for every pipeline stage this process runs."""

@@ -81,13 +81,21 @@ class SubmissionSettings(_Section):
 
 class InboundSettings(_Section):
     # The inbound MX: late bounces to the bounce addresses of messages sent
-    # (`bounce+…@server.hostname`), nothing else. "host:port", port 25 in production, with
-    # an MX record for server.hostname pointing at it. Empty (the default): not listening,
+    # (`bounce+…@server.hostname`) and TLS reports (tlsrpt_address), nothing else.
+    # "host:port", port 25 in production, with an MX record for server.hostname
+    # pointing at it. Empty (the default): not listening,
     # and bounces that come after a delivery are not seen. Timeouts, error and junk command
     # limits and connections per client are submission's.
     listen: list[str] = []
     max_size: int = Field(default=10 * 1024 * 1024, ge=1024)  # a bounce carries the message
     max_recipients: int = Field(default=100, ge=1)  # bounce addresses per transaction
+    # The local part of the address for TLS reports (RFC 8460) about mail to the gateway
+    # itself: <tlsrpt_address>@server.hostname, published as rua= in the _smtp._tls TXT
+    # record. Reports are read and kept as metadata (`secumail tlsrpt received`). "": off.
+    tlsrpt_address: str = Field(
+        default="tlsrpt",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$",  # no "+": never a bounce address
+    )
 
 
 class TlsSettings(_Section):

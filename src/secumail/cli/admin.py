@@ -14,7 +14,7 @@ from secumail.cli.parsing import Commands, Subcommands, command
 from secumail.cli.supervisor import Supervisor
 from secumail.config import Settings
 from secumail.errors import SecumailError
-from secumail.mail.dns_records import hostname_problem, txt_rdata, zone_line
+from secumail.mail.dns_records import hostname_problem, tlsrpt_record, txt_rdata, zone_line
 from secumail.pki.dkim_keyring import DkimRecord
 from secumail.store.audit_chain import AuditKind
 
@@ -29,7 +29,9 @@ def init(settings: Settings, config_path: Path, as_json: bool) -> int:
         wrote_config = True
     hostname = settings.server.hostname
     hostname_from = (
-        "from the settings" if "hostname" in settings.server.model_fields_set else "this host's FQDN"
+        "from the settings"
+        if "hostname" in settings.server.model_fields_set
+        else "this host's FQDN"
     )
     made = initialise(settings)
     services = Services(settings)  # creates the database and its tables
@@ -47,9 +49,23 @@ def init(settings: Settings, config_path: Path, as_json: bool) -> int:
             "again before publishing DNS records (a self-signed certificate is made for the "
             f"new name once you delete {settings.cert_file} and {settings.key_file})"
         )
+    # RFC 8460 §3: with the inbound MX on, other MTAs may report on their TLS sessions to it.
+    tlsrpt = (
+        tlsrpt_record(hostname, settings.inbound.tlsrpt_address)
+        if settings.inbound.listen and settings.inbound.tlsrpt_address and not problem
+        else None
+    )
     emit(
         as_json,
         {
+            "gateway_tlsrpt": None
+            if tlsrpt is None
+            else {
+                "name": tlsrpt[0],
+                "type": "TXT",
+                "value": tlsrpt[1],
+                "zone": zone_line(tlsrpt[0], "TXT", tlsrpt[1]),
+            },
             "config": str(config_path),
             "config_written": wrote_config,
             "created": made,
@@ -82,6 +98,12 @@ def init(settings: Settings, config_path: Path, as_json: bool) -> int:
             else f"no DKIM keys for the gateway's own domain {settings.gateway_domain!r}: it is not "
             "a domain name. Set server.hostname (or signing.gateway_domain) to this gateway's "
             "FQDN and run `secumail init` again; until then notices leave unsigned.\n"
+        )
+        + (
+            "TLS reporting for the inbound MX (RFC 8460; reports: `secumail tlsrpt received`):\n"
+            f"  {zone_line(tlsrpt[0], 'TXT', tlsrpt[1])}\n"
+            if tlsrpt
+            else ""
         ),
     )
     warn(warnings)

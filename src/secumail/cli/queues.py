@@ -8,6 +8,7 @@ from secumail.app import Services
 from secumail.cli.output import emit
 from secumail.cli.parsing import Subcommands, command
 from secumail.pipeline.bounce_intake import DROPPED
+from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 
 
 async def queue_show(sv: Services, args: argparse.Namespace) -> int:
@@ -17,15 +18,27 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
         k: v for k, v in depths.items() if k not in stages
     }
     # Bounces the inbound MX dropped on purpose (forged address, unknown message, …).
-    dropped = {
-        k.removeprefix(DROPPED): v for k, v in (await sv.counters.all(DROPPED)).items()
+    dropped = {k.removeprefix(DROPPED): v for k, v in (await sv.counters.all(DROPPED)).items()}
+    # TLS reports (RFC 8460) it dropped: unreadable, over the size cap, not a report, …
+    reports_dropped = {
+        k.removeprefix(TLSRPT_DROPPED): v
+        for k, v in (await sv.counters.all(TLSRPT_DROPPED)).items()
     }
     text = "\n".join(f"{k:10} {v}" for k, v in data.items())
     if dropped:
         text += "\nbounces dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
+    if reports_dropped:
+        text += "\nTLS reports dropped: " + ", ".join(
+            f"{k} {v}" for k, v in reports_dropped.items()
+        )
     emit(
         args.json,
-        {"queues": data, "bound": sv.settings.bus.queue_bound, "bounces_dropped": dropped},
+        {
+            "queues": data,
+            "bound": sv.settings.bus.queue_bound,
+            "bounces_dropped": dropped,
+            "tls_reports_dropped": reports_dropped,
+        },
         text,
     )
     return 0

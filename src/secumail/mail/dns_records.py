@@ -111,3 +111,10 @@ def sts_policy_id(now: float) -> str:
     """An MTA-STS policy id from a time (UTC): `20261207T181000`, within RFC 8461 §3.1's
     1*32(ALPHA / DIGIT). A new id tells senders to fetch the policy again."""
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+
+
+def tlsrpt_record(hostname: str, local_part: str) -> tuple[str, str]:
+    """The TXT record (name, value) that asks other MTAs to send TLS reports about mail to
+    ``hostname`` to ``local_part@hostname`` (RFC 8460 §3: ``_smtp._tls.<domain>``)."""
+    host = hostname.strip().rstrip(".").lower()
+    return f"_smtp._tls.{host}", f"v=TLSRPTv1; rua=mailto:{local_part}@{host}"

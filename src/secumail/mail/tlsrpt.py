@@ -20,6 +20,7 @@ import enum
 import gzip
 import json
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -230,13 +231,35 @@ def _policy_result_dict(result: PolicyResult) -> dict[str, Any]:
     return out
 
 
-def parse_report(data: bytes | str) -> TlsReport:
-    """Read a JSON report (gzip is detected and undone); raises `TlsRptError`."""
+MAX_REPORT_JSON = 5 * 1024 * 1024  # bytes of report JSON read, after gzip is undone
+
+
+class ReportTooLarge(TlsRptError):
+    """The report's JSON is larger than the reader's cap (a decompression bomb, say)."""
+
+
+def gunzip_report(data: bytes, limit: int = MAX_REPORT_JSON) -> bytes:
+    """Undo §5.1's gzip incrementally, never holding more than ``limit`` bytes of output:
+    a decompression bomb stops at the cap (`ReportTooLarge`); bad data is `TlsRptError`."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and trailer (RFC 1952)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise TlsRptError(f"bad gzip data: {exc}") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ReportTooLarge(f"report JSON over {limit} bytes")
+    if not inflater.eof:
+        raise TlsRptError("truncated gzip data")
+    return out
+
+
+def parse_report(data: bytes | str, *, max_size: int = MAX_REPORT_JSON) -> TlsReport:
+    """Read a JSON report (gzip is detected and undone, at most ``max_size`` bytes of JSON);
+    raises `TlsRptError` (`ReportTooLarge` over the cap)."""
     if isinstance(data, bytes) and data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise TlsRptError(f"bad gzip data: {exc}") from exc
+        data = gunzip_report(data, max_size)
+    if len(data) > max_size:
+        raise ReportTooLarge(f"report JSON over {max_size} bytes")
     try:
         doc = json.loads(data)
         return TlsReport(
@@ -247,6 +270,8 @@ def parse_report(data: bytes | str) -> TlsReport:
             report_id=_str(doc, "report-id"),
             policies=tuple(_parse_policy_result(p) for p in doc["policies"]),
         )
+    except RecursionError as exc:  # JSON nested deeper than the interpreter's stack
+        raise TlsRptError("not an RFC 8460 report: nested too deeply") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise TlsRptError(f"not an RFC 8460 report: {exc}") from exc
 

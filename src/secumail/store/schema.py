@@ -157,6 +157,20 @@ SCHEMA: list[str] = [
         outcome TEXT NOT NULL,
         PRIMARY KEY (day, policy_domain)
     )""",
+    # TLS reports other MTAs sent to the gateway (store/tls_reports_received.py):
+    # metadata only, once per (organization, report-id).
+    """CREATE TABLE IF NOT EXISTS tlsrpt_received (
+        id INTEGER PRIMARY KEY,
+        organization TEXT NOT NULL,
+        report_id TEXT NOT NULL,
+        start_at REAL NOT NULL,
+        end_at REAL NOT NULL,
+        contact_info TEXT NOT NULL,
+        policies TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        UNIQUE (organization, report_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS tlsrpt_received_by_end ON tlsrpt_received(end_at)",
     # REST API: suppressions, idempotency keys, webhooks and their deliveries.
     """CREATE TABLE IF NOT EXISTS suppressions (
         account_id TEXT NOT NULL,
