@@ -93,6 +93,24 @@ def test_init_says_which_hostname_it_chose_and_warns_when_not_public(
     assert "WARNING" not in err
 
 
+def test_init_prints_the_tls_reporting_record_when_the_inbound_mx_is_on(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFC 8460 §3: other MTAs send TLS reports about mail to the gateway to the address in
+    `_smtp._tls.<server.hostname>`; the inbound MX takes them (`inbound.tlsrpt_address`)."""
+    monkeypatch.setenv("SECUMAIL_SERVER__HOSTNAME", "relay.zho.nl")
+    code, out, err = run("--config", "a.toml", "init", "--json")
+    assert code == 0, err
+    assert json.loads(out)["gateway_tlsrpt"] is None  # no inbound MX: nobody to send them to
+    monkeypatch.setenv("SECUMAIL_INBOUND__LISTEN", '["0.0.0.0:25"]')
+    code, out, err = run("--config", "b.toml", "init")
+    assert code == 0, err
+    assert '_smtp._tls.relay.zho.nl. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@relay.zho.nl"' in out
+    monkeypatch.setenv("SECUMAIL_INBOUND__TLSRPT_ADDRESS", "")
+    code, out, err = run("--config", "c.toml", "init", "--json")
+    assert json.loads(out)["gateway_tlsrpt"] is None
+
+
 def test_without_config_the_file_init_wrote_is_read(workdir: Path) -> None:
     code, _, err = run("init")
     assert code == 0, err

@@ -10,6 +10,7 @@ kept nowhere and counted (`secumail queue`).
 from __future__ import annotations
 
 import gzip
+import re
 import smtplib
 import time
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from secumail.mail.tlsrpt import (
     TlsReport,
     report_message,
 )
+from tests.e2e.api_client import Api
 from tests.e2e.world import GATEWAY_HOST, GatewayProcess
 from tests.harness import free_port
 
@@ -137,6 +139,8 @@ def test_a_gzip_bomb_is_answered_250_kept_nowhere_and_counted(
         assert time.monotonic() < deadline, gw.cli("queue")
         time.sleep(0.2)
     assert gw.cli("tlsrpt", "received") == []
+    assert re.search(r'msg="tls report dropped" reason=oversized', gw.log())
+    assert 'secumail_tls_reports_dropped_total{reason="oversized"} 1' in Api(gw).client.get("/metrics").text
     # the gateway still takes the next, good report
     assert send(inbound_port, report_mail(the_report()).as_bytes())[0] == 250
     assert len(wait_listed(gw, 1)) == 1
