@@ -107,3 +107,18 @@ def test_old_account_events_go_too(gateway_db: Database) -> None:
     report = asyncio.run(MetadataRetention(gateway_db, 30).purge(NOW))
     assert report.account_events == 1
     assert gateway_db.run_sync(lambda c: c.execute("SELECT COUNT(*) FROM account_events").fetchone()[0]) == 1
+
+
+def test_tls_reports_received_go_after_the_default_period(gateway_db: Database) -> None:
+    """Anyone may send the gateway TLS reports (RFC 8460): kept for the gateway's
+    retention period, then purged like the rest of the metadata."""
+    from secumail.store.tls_reports_received import TlsReportsReceived
+    from tests.unit.test_tlsrpt_intake import a_report
+
+    store = TlsReportsReceived(gateway_db)
+    assert asyncio.run(store.add(a_report("old"), received_at=NOW - 40 * DAY))
+    assert asyncio.run(store.add(a_report("new"), received_at=NOW - DAY))
+    report = asyncio.run(MetadataRetention(gateway_db, 30).purge(NOW))
+    assert report.tls_reports_received == 1 and report.as_detail()["tls_reports_received"] == 1
+    left = gateway_db.run_sync(lambda c: c.execute("SELECT report_id FROM tlsrpt_received").fetchall())
+    assert [r[0] for r in left] == ["new"]

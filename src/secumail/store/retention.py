@@ -36,12 +36,17 @@ class PurgeReport:
     webhook_deliveries: int = 0
     account_events: int = 0
     idempotency_keys: int = 0
+    tls_reports_received: int = 0
     by_account: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
         return (
-            self.messages + self.webhook_deliveries + self.account_events + self.idempotency_keys
+            self.messages
+            + self.webhook_deliveries
+            + self.account_events
+            + self.idempotency_keys
+            + self.tls_reports_received
         )
 
     def as_detail(self) -> dict[str, int]:
@@ -51,6 +56,7 @@ class PurgeReport:
             "webhook_deliveries": self.webhook_deliveries,
             "account_events": self.account_events,
             "idempotency_keys": self.idempotency_keys,
+            "tls_reports_received": self.tls_reports_received,
         }
 
 
@@ -110,6 +116,10 @@ class MetadataRetention:
             " FROM accounts a WHERE a.id = account_id), ?) * 86400.0",
             args,
         ).rowcount
+        # TLS reports others sent the gateway (no account): the gateway's default period.
+        report.tls_reports_received += c.execute(
+            "DELETE FROM tlsrpt_received WHERE received_at < ? - ? * 86400.0", args
+        ).rowcount
         return report
 
     async def purge(self, now: float | None = None) -> PurgeReport:
@@ -128,4 +138,5 @@ class MetadataRetention:
         report.webhook_deliveries = rest.webhook_deliveries
         report.account_events = rest.account_events
         report.idempotency_keys = rest.idempotency_keys
+        report.tls_reports_received = rest.tls_reports_received
         return report
