@@ -39,6 +39,7 @@ from secumail.mail.status import RecipientStatus, suppresses
 from secumail.mail.verp import parse_bounce_local, recipient_for
 from secumail.net.smtp_server import NO_SUCH_RECIPIENT, AuthOutcome, Envelope, Principal
 from secumail.pipeline.bus import Bus, Job
+from secumail.pipeline.payloads import notice
 from secumail.store.counters import Counters
 from secumail.store.database import Op
 from secumail.store.metadata import MetadataStore
@@ -165,7 +166,7 @@ class BounceIntake:
         outcome = self.store.outcome_op(record.id, [update], also=also)
         if record.mail_from:
             # The notice and the new status are durable together (stage notify, RFC 3464).
-            job = Job(record.id, {"kind": "bounced", "recipient": recipient})
+            job = Job(record.id, notice("bounced", recipient))
             await self.bus.publish("notify", job, writes=[outcome])
         else:
             await self.store.db.run(outcome)

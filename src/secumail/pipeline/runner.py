@@ -15,6 +15,7 @@ import logging
 import time
 
 from secumail.pipeline.bus import Bus, Claimed, Job, Publish, StageResult, Verdict
+from secumail.pipeline.payloads import notice
 from secumail.pipeline.stage import Stage
 
 log = logging.getLogger("secumail.pipeline")
@@ -194,7 +195,7 @@ class StageRunner:
             finally:
                 nxt.unreserve()
         if result.verdict is Verdict.REJECT and self.reject_queue not in (None, self.queue):
-            job.payload = {"kind": "failed"}
+            job.payload = notice("failed")
             return [Publish(self.reject_queue, job)]
         return []
 

@@ -28,6 +28,7 @@ from secumail.mail.secure_route import RouteMethod
 from secumail.mail.status import RecipientStatus, suppresses
 from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.domain_delivery import DomainDelivery, DomainReport
+from secumail.pipeline.payloads import delivery_round, notice, read_delivery
 from secumail.pipeline.stage import StageContext
 from secumail.store.database import Op
 from secumail.store.records import (
@@ -121,7 +122,7 @@ class DeliverStage:
         if not final:
             return await self._defer(record, job)
         if self._notice_due(record):
-            return StageResult.go_on({"kind": "failed"})
+            return StageResult.go_on(notice("failed"))
         return StageResult.done()
 
     @staticmethod
@@ -216,12 +217,12 @@ class DeliverStage:
         ]
 
     async def _defer(self, record: MessageRecord, job: Job) -> StageResult:
-        attempt = int(job.payload.get("attempt", 1))
+        attempt = read_delivery(job.payload)["attempt"]
         schedule = self.settings.retry_schedule or [300.0]
         delay = schedule[min(attempt - 1, len(schedule) - 1)]
         age = time.time() - record.created_at
         delay = max(1.0, min(delay, self.settings.max_age - age))
         warn_after = self.ctx.settings.notify.delay_warning_after
         if record.mail_from and record.warned_at is None and age >= warn_after:
-            await self.ctx.bus.publish("notify", Job(record.id, {"kind": "delayed"}))
-        return StageResult.defer(delay, payload={**job.payload, "attempt": attempt + 1})
+            await self.ctx.bus.publish("notify", Job(record.id, notice("delayed")))
+        return StageResult.defer(delay, payload=delivery_round(attempt + 1))

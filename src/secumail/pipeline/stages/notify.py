@@ -23,6 +23,7 @@ from secumail.mail.dsn import DsnRecipient, DsnRequest, build_dsn
 from secumail.mail.ids import new_message_id
 from secumail.mail.status import RecipientStatus
 from secumail.pipeline.bus import Job, StageResult, Verdict
+from secumail.pipeline.payloads import read_notice
 from secumail.pipeline.stage import StageContext
 from secumail.store.records import MessageRecord, NewMessage
 
@@ -41,11 +42,12 @@ class NotifyStage:
         return None
 
     async def handle(self, job: Job) -> StageResult:
-        kind = job.payload.get("kind", "failed")
+        asked = read_notice(job.payload)
+        kind = asked["kind"]
         record = await self.ctx.store.message(job.message_id)
         if not record.mail_from:
             return StageResult.done("never a notice about a notice")
-        about = job.payload.get("recipient") if kind == "bounced" else None
+        about = asked.get("recipient")
         if any(e.kind == f"notice_{kind}" and e.recipient == about for e in record.events):
             return StageResult.done("already notified")
         if kind == "bounced":
