@@ -18,6 +18,7 @@ from secumail.net.smtp_server import Envelope
 from secumail.pipeline.bounce_intake import BounceIntake
 from secumail.pipeline.bus import Job
 from secumail.pipeline.embedded_bus import EmbeddedBus
+from secumail.pipeline.inbound_mx import InboundMx
 from secumail.store.counters import Counters
 from secumail.store.database import Database
 from secumail.store.metadata import MetadataStore
@@ -182,7 +183,8 @@ def test_a_delay_report_is_an_event_only(gateway_db) -> None:
 
 
 def inbound_conversation(gateway_db: Database) -> Conversation:
-    return Conversation(World(gateway_db).intake, max_recipients=3)  # type: ignore[arg-type]
+    # The session's policy is the inbound MX's (bounces only: no TLS report address).
+    return Conversation(InboundMx(World(gateway_db).intake, None), max_recipients=3)  # type: ignore[arg-type]
 
 
 def test_only_bounce_addresses_of_this_host_are_taken(gateway_db) -> None:

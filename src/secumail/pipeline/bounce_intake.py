@@ -1,6 +1,6 @@
-"""The inbound MX's policy: late bounces to the bounce addresses of messages sent.
+"""The inbound MX's bounce reader: late bounces to the bounce addresses of messages sent.
 
-Implements `net.smtp_server.SubmissionPolicy` without AUTH (`authenticated_relay` False):
+The bounce half of the inbound MX's session policy (`pipeline.inbound_mx.InboundMx`):
 - RCPT: only `bounce+<message id><tag>@<server.hostname>` whose shape parses
   (`mail.verp.parse_bounce_local`); everything else 550 5.1.1. Never a relay: another
   domain, an address literal, `x%y@host`, a quoted local part, a bare `<postmaster>` are
@@ -37,7 +37,7 @@ from secumail.mail.bounces import Bounce, BouncedRecipient, parse_bounce
 from secumail.mail.reply import Reply
 from secumail.mail.status import RecipientStatus, suppresses
 from secumail.mail.verp import parse_bounce_local, recipient_for
-from secumail.net.smtp_server import NO_SUCH_RECIPIENT, AuthOutcome, Envelope, Principal
+from secumail.net.smtp_server import NO_SUCH_RECIPIENT, Envelope, Principal
 from secumail.pipeline.bus import Bus, Job
 from secumail.pipeline.payloads import notice
 from secumail.store.counters import Counters
@@ -54,8 +54,6 @@ MAX_DIAGNOSTIC = 300
 
 
 class BounceIntake:
-    authenticated_relay = False
-
     def __init__(
         self,
         store: MetadataStore,
@@ -75,17 +73,7 @@ class BounceIntake:
         self.hostname = hostname.lower().rstrip(".")
         self.parse = parse
 
-    # -- the session's questions ---------------------------------------------------
-    async def authenticate(
-        self, username: str, password: str, client_ip: str
-    ) -> tuple[AuthOutcome, Principal | None]:
-        return AuthOutcome.FAILED, None  # never asked: the session offers no AUTH
-
-    async def check_sender(
-        self, principal: Principal | None, address: Address | None
-    ) -> Reply | None:
-        return None  # bounces come from <> (RFC 5321 §4.5.5) or anyone
-
+    # -- the questions the inbound MX (`pipeline.inbound_mx`) passes on -------------
     async def check_recipient(self, principal: Principal | None, address: Address) -> Reply | None:
         if address.domain != self.hostname or parse_bounce_local(address.local) is None:
             return NO_SUCH_RECIPIENT

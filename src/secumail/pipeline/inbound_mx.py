@@ -36,7 +36,7 @@ class InboundMx:
     async def check_sender(
         self, principal: Principal | None, address: Address | None
     ) -> Reply | None:
-        return None  # bounces come from <>, reports from anyone (RFC 8460 §5.3)
+        return None  # bounces come from <> (RFC 5321 §4.5.5), reports from anyone (RFC 8460 §5.3)
 
     async def check_recipient(self, principal: Principal | None, address: Address) -> Reply | None:
         if self._is_report_address(address):
