@@ -35,6 +35,7 @@ from secumail.net.https_client import HttpsError, request
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
 from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
 from secumail.pipeline.acceptance import MessageAcceptor
+from secumail.pipeline.account_alerts import AccountAlerts
 from secumail.pipeline.auth_throttle import AuthThrottle
 from secumail.pipeline.bounce_intake import BounceIntake
 from secumail.pipeline.bus import Bus
@@ -242,6 +243,10 @@ class Services:
     @functools.cached_property
     def account_events(self) -> AccountEventLog:
         return AccountEventLog(self.db)
+
+    @functools.cached_property
+    def account_alerts(self) -> AccountAlerts:
+        return AccountAlerts(self.db, self.store, self.intake, hostname=self.settings.server.hostname)
 
     @functools.cached_property
     def acceptor(self) -> MessageAcceptor:

@@ -221,6 +221,16 @@ SCHEMA: list[str] = [
         detail TEXT NOT NULL,
         at REAL NOT NULL
     )""",
+    # Open alerts (store/account_alerts.py): one row per account, kind and what it is about
+    # while the alert stands; deleted when it is resolved (told once, and once on recovery).
+    """CREATE TABLE IF NOT EXISTS account_alerts (
+        account_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        about TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        raised_at REAL NOT NULL,
+        PRIMARY KEY (account_id, kind, about)
+    )""",
     """CREATE TABLE IF NOT EXISTS cursors (
         name TEXT PRIMARY KEY,
         position INTEGER NOT NULL
