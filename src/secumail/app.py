@@ -537,6 +537,7 @@ class Gateway:
                 sv.counters,
                 local_part=s.inbound.tlsrpt_address,
                 hostname=s.server.hostname,
+                per_client_per_day=s.inbound.tlsrpt_per_client_per_day,
             )
             if s.inbound.tlsrpt_address
             else None

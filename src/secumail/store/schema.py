@@ -171,6 +171,10 @@ SCHEMA: list[str] = [
         UNIQUE (organization, report_id)
     )""",
     "CREATE INDEX IF NOT EXISTS tlsrpt_received_by_end ON tlsrpt_received(end_at)",
+    # The sending client's network (mail/ip_scope.client_network), for the per-client bound.
+    "ALTER TABLE tlsrpt_received ADD COLUMN client_network TEXT NOT NULL DEFAULT ''",
+    """CREATE INDEX IF NOT EXISTS tlsrpt_received_by_client
+        ON tlsrpt_received(client_network, received_at)""",
     # REST API: suppressions, idempotency keys, webhooks and their deliveries.
     """CREATE TABLE IF NOT EXISTS suppressions (
         account_id TEXT NOT NULL,
