@@ -48,6 +48,7 @@ from secumail.pipeline.mx_connector import MxConnector
 from secumail.pipeline.preflight import Preflight
 from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
+from secumail.pipeline.scanning import Scanner
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
 from secumail.pipeline.tls_reports import TlsReporter
@@ -259,6 +260,7 @@ class Services:
             max_message_size=s.submission.max_message_size,
             max_recipients=s.submission.max_recipients,
             max_hops=s.submission.max_hops,
+            inline_scanner=self.scanner if s.scan.inline else None,
         )
 
     @functools.cached_property
@@ -389,7 +391,13 @@ class Services:
             connector=self.connector,
             suppressions=self.suppressions,
             verp_key=self.verp_key if self.settings.inbound.listen else None,
+            scanner=self.scanner,
+            counters=self.counters,
         )
+
+    @functools.cached_property
+    def scanner(self) -> Scanner:
+        return Scanner.from_settings(self.settings.scan, self.counters)
 
     def close(self) -> None:
         self.db.close()
@@ -455,8 +463,26 @@ class Gateway:
         if self.settings.pipeline.chain:
             self._chain_runners()
         log.info("stages running: %s", ", ".join(r.queue for r in self.runners) or "none")
+        self._say_what_is_scanned()
         if self.settings.api.enabled and self._wants("api"):
             await self._start_api()
+
+    def _say_what_is_scanned(self) -> None:
+        """Loud when messages leave without a virus or spam check (issue: no silent gaps)."""
+        if not any(r.queue == "scan" for r in self.runners):
+            if "scan" not in self.settings.pipeline.stages:
+                log.warning(
+                    "messages are NOT scanned for viruses or spam: pipeline.stages has no 'scan'"
+                )
+            return
+        engines = self.services.scanner.engines
+        if not engines:
+            log.warning(
+                "messages are NOT scanned for viruses or spam: set scan.clamd and/or "
+                "scan.rspamd (content limits still apply)"
+            )
+        else:
+            log.info("scanning with %s%s", " and ".join(engines), " (inline)" if self.settings.scan.inline else "")
 
     # -- the steps of start ----------------------------------------------------------
     def _session_limits(self) -> SessionLimits:
@@ -674,6 +700,8 @@ class Gateway:
                 await t
         for stage in self.stages:
             await stage.close()
+        if "scanner" in self.services.__dict__:  # built (cached_property): its HTTP client
+            await self.services.scanner.close()
         await self.services.bus.close()
         # Let a batch in flight (or one waiting for another worker's transaction) finish
         # on this loop before the blocking close.

@@ -152,7 +152,7 @@ class BusSettings(_Section):
 
 
 class PipelineSettings(_Section):
-    stages: list[str] = ["route", "sign", "deliver", "notify"]
+    stages: list[str] = ["route", "scan", "sign", "deliver", "notify"]
     concurrency: int = 32  # jobs in flight per stage (deliver has its own)
     # A stage passes a job straight to the next stage when that one runs in the same
     # process (one claim and one settle for the chain), and the intake hands new jobs to
@@ -211,6 +211,32 @@ class ApiSettings(_Section):
     oidc: OidcSettings = OidcSettings()
 
 
+class ScanSettings(_Section):
+    # Virus and spam checks (stage `scan`, before signing; `pipeline/stages/scan.py`).
+    # ClamAV: clamd's Unix socket path or "host:port" (loopback: the plaintext travels over
+    # it). Empty: no virus scan.
+    clamd: str = ""
+    # rspamd: its normal worker, e.g. "http://127.0.0.1:11333". Empty: no spam check.
+    rspamd: str = ""
+    timeout: float = Field(default=60.0, gt=0)  # per scanner and message
+    # rspamd score from which a message is refused; unset: rspamd's own `reject` action.
+    spam_reject_score: float | None = None
+    # Scan during DATA (and the API call): infected or spam is answered 554 5.7.1 (422) and
+    # never queued. A scanner that is down then does not refuse: the stage scans later.
+    inline: bool = False
+    retry_after: float = Field(default=60.0, gt=0)  # seconds between tries while a scanner is down
+    # Limits that protect the scanners and the gateway (mail/content_limits.py): a message
+    # over one is refused with the reason, never passed on unscanned.
+    max_header_fields: int = Field(default=1000, ge=10)
+    max_mime_depth: int = Field(default=20, ge=1)
+    max_mime_parts: int = Field(default=1000, ge=1)
+    max_archive_depth: int = Field(default=5, ge=1)
+    max_inflated_mib: int = Field(default=100, ge=1)
+    # An encrypted archive cannot be scanned; refused when clamd is set (Secumail already
+    # encrypts every hop: a password-protected zip adds nothing but a blind spot).
+    refuse_encrypted_archives: bool = True
+
+
 class NotifySettings(_Section):
     delay_warning_after: float = 4 * 3600  # one "delayed" notice after this long deferred
     sender_local_part: str = "mailer-daemon"
@@ -235,6 +261,7 @@ class Settings(BaseModel):
     bus: BusSettings = BusSettings()
     pipeline: PipelineSettings = PipelineSettings()
     notify: NotifySettings = NotifySettings()
+    scan: ScanSettings = ScanSettings()
     signing: SigningSettings = SigningSettings()
     mta_sts: MtaStsSettings = MtaStsSettings()
     pki: PkiSettings = PkiSettings()

@@ -104,6 +104,11 @@ class Clamd(HarnessServer):
             )
             + "\n"
         )
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
+        assert self._dir is not None
         self._process = subprocess.Popen(
             [CLAMD, "-c", str(self._dir / "clamd.conf")],
             stdin=subprocess.DEVNULL,
@@ -111,7 +116,17 @@ class Clamd(HarnessServer):
             stderr=subprocess.PIPE,
         )
         wait_until(self._ready, self.START_TIMEOUT, lambda: f"clamd did not start: {self._log()}")
-        return self
+
+    def halt(self) -> None:
+        """Stop the daemon (a scanner going down mid-run); `resume` starts it again on the
+        same socket and port."""
+        _stop(self._process)
+        self._process = None
+        if self._dir is not None:
+            (self._dir / "clamd.sock").unlink(missing_ok=True)
+
+    def resume(self) -> None:
+        self._launch()
 
     def _ready(self) -> bool:
         if self._process is not None and self._process.poll() is not None:
@@ -168,6 +183,19 @@ class Rspamd(HarnessServer):
             f'type = "file"; filename = "{self._dir / "log" / "rspamd.log"}"; level = "error";\n'
         )
         (local / "fuzzy_check.conf").write_text("enabled = false;\n")  # would look up rspamd.com
+        self._launch()
+        return self
+
+    def halt(self) -> None:
+        """Stop the daemon; `resume` starts it again on the same port."""
+        _stop(self._process)
+        self._process = None
+
+    def resume(self) -> None:
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self._dir is not None
         self._process = subprocess.Popen(
             [
                 RSPAMD,
@@ -188,7 +216,6 @@ class Rspamd(HarnessServer):
             stderr=subprocess.DEVNULL,
         )
         wait_until(self._ready, self.START_TIMEOUT, lambda: "rspamd did not answer", interval=0.2)
-        return self
 
     def _ready(self) -> bool:
         if self._process is not None and self._process.poll() is not None:

@@ -87,9 +87,11 @@ def test_clamd_stopped_mid_run() -> None:
     with Clamd() as own:
         client = ClamdClient(own.socket_path, timeout=10)
         assert scan(client, mail(b"hello")).verdict is ScanVerdict.CLEAN
-        own.stop()
+        own.halt()
         with pytest.raises(ScannerUnavailable):
             scan(client, mail(b"hello"))
+        own.resume()
+        assert scan(client, mail(b"hello")).verdict is ScanVerdict.CLEAN
 
 
 def test_gtube_is_spam_and_a_normal_message_is_not(rspamd: Rspamd) -> None:

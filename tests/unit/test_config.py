@@ -21,7 +21,7 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
     assert s.delivery.port == 25
     assert s.bus.url == "embedded"
     assert s.submission.listen == ["0.0.0.0:587"]
-    assert s.pipeline.stages == ["route", "sign", "deliver", "notify"]
+    assert s.pipeline.stages == ["route", "scan", "sign", "deliver", "notify"]
     assert load_settings(None, environ={}).delivery.port == 25
 
 

@@ -19,6 +19,7 @@ from secumail.api.problems import ApiProblem, error_responses, problem_response
 from secumail.api.refusals import refused_login
 from secumail.api.tokens import SCOPES
 from secumail.pipeline.bounce_intake import DROPPED
+from secumail.pipeline.scanning import UNAVAILABLE as SCAN_UNAVAILABLE
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 from secumail.pki.passwords import dummy_hash, verify_secret
 
@@ -207,4 +208,8 @@ async def metrics(request: Request) -> PlainTextResponse:
     for name, n in (await ctx.services.counters.all(TLSRPT_DROPPED)).items():
         reason = name.removeprefix(TLSRPT_DROPPED)
         lines.append(f'secumail_tls_reports_dropped_total{{reason="{reason}"}} {n}')
+    lines.append("# TYPE secumail_scanner_unavailable_total counter")
+    for name, n in (await ctx.services.counters.all(SCAN_UNAVAILABLE)).items():
+        engine = name.removeprefix(SCAN_UNAVAILABLE)
+        lines.append(f'secumail_scanner_unavailable_total{{engine="{engine}"}} {n}')
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

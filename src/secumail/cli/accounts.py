@@ -59,6 +59,7 @@ async def account_update(sv: Services, args: argparse.Namespace) -> int:
         gateway_dkim=_on_off(args.gateway_dkim),
         allow_relaxed_tls=_on_off(args.relaxed_tls),
         retention_days=args.retention_days,
+        scan_fail_open=_on_off(args.scan_fail_open),
     )
     changes = {
         "locale": args.locale,
@@ -68,6 +69,7 @@ async def account_update(sv: Services, args: argparse.Namespace) -> int:
         "gateway_dkim": args.gateway_dkim,
         "relaxed_tls": args.relaxed_tls,
         "retention_days": args.retention_days,
+        "scan_fail_open": args.scan_fail_open,
     }
     await record(
         sv,
@@ -87,6 +89,7 @@ async def account_update(sv: Services, args: argparse.Namespace) -> int:
         f"S/MIME {'on' if account.smime else 'off'}, gateway DKIM {'on' if account.gateway_dkim else 'off'}, "
         f"subjects {'stored' if account.store_subject else 'not stored'}, "
         f"relaxed TLS {'ALLOWED' if account.allow_relaxed_tls else 'never'}, "
+        f"scanner down: {'PASS UNSCANNED' if account.scan_fail_open else 'messages wait'}, "
         f"metadata kept {retention}",
     )
     return 0
@@ -128,6 +131,12 @@ def register(sub: Subcommands) -> None:
         choices=["on", "off"],
         default=None,
         help="honour 'TLS-Required: No' (RFC 8689): deliver below verified TLS when a message asks (logged)",
+    )
+    c.add_argument(
+        "--scan-fail-open",
+        choices=["on", "off"],
+        default=None,
+        help="when a virus or spam scanner is down, deliver unscanned (marked) instead of waiting",
     )
     c.add_argument(
         "--retention-days",

@@ -8,6 +8,7 @@ from secumail.app import Services
 from secumail.cli.output import emit
 from secumail.cli.parsing import Subcommands, command
 from secumail.pipeline.bounce_intake import DROPPED
+from secumail.pipeline.scanning import UNAVAILABLE
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 
 
@@ -24,7 +25,13 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
         k.removeprefix(TLSRPT_DROPPED): v
         for k, v in (await sv.counters.all(TLSRPT_DROPPED)).items()
     }
+    # Times a virus or spam scanner could not be asked (the messages waited).
+    unavailable = {
+        k.removeprefix(UNAVAILABLE): v for k, v in (await sv.counters.all(UNAVAILABLE)).items()
+    }
     text = "\n".join(f"{k:10} {v}" for k, v in data.items())
+    if unavailable:
+        text += "\nscanner unavailable: " + ", ".join(f"{k} {v}" for k, v in unavailable.items())
     if dropped:
         text += "\nbounces dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
     if reports_dropped:
@@ -38,6 +45,7 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
             "bound": sv.settings.bus.queue_bound,
             "bounces_dropped": dropped,
             "tls_reports_dropped": reports_dropped,
+            "scanner_unavailable": unavailable,
         },
         text,
     )

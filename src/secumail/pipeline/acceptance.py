@@ -12,8 +12,9 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
 
-from secumail.errors import AdmissionRefused, NotFound, SecumailError
+from secumail.errors import AdmissionRefused, NotFound, ScannerUnavailable, SecumailError
 from secumail.mail.address import Address
 from secumail.mail.headers import (
     HeaderError,
@@ -24,7 +25,10 @@ from secumail.mail.headers import (
     single_from_address,
 )
 from secumail.mail.ids import new_message_id
+from secumail.mail.scan_result import ScanVerdict
+from secumail.net.rspamd import SpamContext
 from secumail.pipeline.intake import Intake
+from secumail.pipeline.scanning import Scanner, refusal_reason, refused
 from secumail.store.metadata import MetadataStore
 from secumail.store.records import Account, NewMessage
 from secumail.store.suppressions import SuppressionStore
@@ -77,7 +81,10 @@ class MessageAcceptor:
         max_message_size: int,
         max_recipients: int,
         max_hops: int = MAX_HOPS,
+        inline_scanner: Scanner | None = None,
     ) -> None:
+        # `scan.inline`: infected or spam is refused here (554 5.7.1 / 422), never queued.
+        self.inline_scanner = inline_scanner
         self.store = store
         self.intake = intake
         self.suppressions = suppressions
@@ -89,6 +96,31 @@ class MessageAcceptor:
 
     async def verified_domains(self, account_id: str) -> frozenset[str]:
         return await self._domains.get(account_id, lambda: self.store.verified_domains(account_id))
+
+    async def _scan_inline(self, sub: Submission, record: NewMessage) -> list[dict[str, Any]] | None:
+        """The scan results to keep with the message, or a Refusal. A scanner that cannot
+        be asked refuses nothing here: the message is queued and the `scan` stage waits
+        for it (None: not scanned yet)."""
+        assert self.inline_scanner is not None
+        context = SpamContext(
+            queue_id=record.id,
+            mail_from=record.mail_from,
+            recipients=record.recipients,
+            user=sub.account.id,
+        )
+        try:
+            results = await self.inline_scanner.scan(sub.message, context)
+        except ScannerUnavailable:
+            return None
+        bad = refused(results)
+        if bad is not None:
+            enhanced = "5.6.0" if bad.verdict is ScanVerdict.OVER_LIMIT else "5.7.1"
+            log.warning(
+                "refused at acceptance by the scan",
+                extra={"fields": {"engine": bad.engine, "verdict": str(bad.verdict)}},
+            )
+            raise Refusal(554, enhanced, f"Message refused: {refusal_reason(bad)}", http=422)
+        return [r.as_dict() for r in results] or None  # no engine: nothing to claim
 
     async def check_sender(self, account_id: str, address: Address | None) -> None:
         if address is None:
@@ -206,6 +238,8 @@ class MessageAcceptor:
                 and (section.first("TLS-Required") or "").strip().lower() == "no"
             ),
         )
+        if self.inline_scanner is not None:
+            record.scanned = await self._scan_inline(sub, record)
         try:
             await self.intake.accept(record, trace + sub.message)
         except AdmissionRefused as exc:

@@ -6,12 +6,13 @@ alike. A stage *takes* what it uses (so nothing stale is passed further on) and 
 that changes the stored message hands on only what still matches the store.
 
     field    put by                                  taken by
-    record   intake; route (when it changed nothing); route, sign, deliver
-             sign
-    body     intake (as stored, no signing prefix)   sign
+    record   intake; route (when it changed nothing); route, scan, sign, deliver
+             scan; sign
+    body     intake (as stored, no signing prefix);  scan, sign
+             scan
     signed   sign (prefix + body, as stored)         deliver
-    writes   sign; deliver (when nothing follows)    deliver (first in its transaction);
-                                                     the runner (with the settling)
+    writes   scan (added to); sign (added to);       deliver (first in its transaction);
+             deliver (when nothing follows)          the runner (with the settling)
 
 `writes` are store operations a stage left to be committed with what follows — the next
 stage's transaction, or the settling of the job — so a chain costs one commit less.

@@ -16,10 +16,12 @@ if TYPE_CHECKING:
     from secumail.pipeline.intake import Intake
     from secumail.pipeline.mx_connector import MxConnector
     from secumail.pipeline.route_planner import RoutePlanner
+    from secumail.pipeline.scanning import Scanner
     from secumail.pki.dkim_keyring import DkimKeyring
     from secumail.pki.evidence import EvidenceKey
     from secumail.pki.smime_issuer import SmimeIssuer
     from secumail.spool.body_store import BodyStore
+    from secumail.store.counters import Counters
     from secumail.store.metadata import MetadataStore
     from secumail.store.routing import RoutingStore
     from secumail.store.signing import SigningStore
@@ -47,6 +49,9 @@ class StageContext:
     # The key of bounce addresses (`mail.verp`) when the inbound MX receives them; None:
     # messages keep their sender's return path.
     verp_key: bytes | None = None
+    # The virus and spam check (stage `scan`, and acceptance with `scan.inline`).
+    scanner: Scanner | None = None
+    counters: Counters | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     # RSA signing in a thread lets a process use a second core (OpenSSL drops the GIL);
     # with a worker process per core already, the hand-off to the thread and back only

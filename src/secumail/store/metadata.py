@@ -58,6 +58,7 @@ def _account(row: sqlite3.Row) -> Account:
         gateway_dkim=bool(row["gateway_dkim"]),
         allow_relaxed_tls=bool(row["allow_relaxed_tls"]),
         retention_days=row["retention_days"],
+        scan_fail_open=bool(row["scan_fail_open"]),
     )
 
 
@@ -415,6 +416,8 @@ class MetadataStore:
             )
             detail = {"size": msg.size, "recipients": len(msg.recipients)}
             insert_event(c, event_row(msg.id, None, created, "accepted", detail))
+            if msg.scanned is not None:  # scanned during acceptance (scan.inline)
+                insert_event(c, event_row(msg.id, None, created, "scanned", {"results": msg.scanned}))
 
         return op
 
@@ -442,6 +445,11 @@ class MetadataStore:
                 RecipientState(r, _domain_of(r), RecipientStatus.QUEUED, 0, None, None, now)
                 for r in msg.recipients
             ],
+            events=(
+                [Event(now, None, "scanned", {"results": msg.scanned})]
+                if msg.scanned is not None
+                else []
+            ),
         )
 
     async def message(

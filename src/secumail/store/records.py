@@ -24,6 +24,9 @@ class Account:
     allow_relaxed_tls: bool = False
     # GDPR: days the metadata of finished messages is kept (None: the gateway's default).
     retention_days: int | None = None
+    # A virus or spam scanner that is down lets this account's messages through unscanned
+    # (marked `scan_skipped`) instead of making them wait: off by default.
+    scan_fail_open: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class NewMessage:
     tls_required_no: bool = False  # "TLS-Required: No" honoured (account allows relaxing)
     # The API caller's own key/values, echoed in webhooks.
     api_metadata: dict[str, Any] | None = None
+    # What the scanners said at acceptance (`scan.inline`): stored as the `scanned` event.
+    scanned: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,7 @@ SCHEMA: list[str] = [
     # Signing (DKIM keys, S/MIME certificates) and delivery evidence.
     "ALTER TABLE accounts ADD COLUMN smime INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE accounts ADD COLUMN gateway_dkim INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE accounts ADD COLUMN scan_fail_open INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE accounts ADD COLUMN allow_relaxed_tls INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE messages ADD COLUMN requiretls INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE messages ADD COLUMN tls_required_no INTEGER NOT NULL DEFAULT 0",

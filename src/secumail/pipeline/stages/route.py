@@ -30,7 +30,7 @@ class RouteStage:
     async def handle(self, job: Job) -> StageResult:
         # Handed over by the intake of this process, or read from the store.
         record = job.memo.take_record() or await self.ctx.store.message(
-            job.message_id, history=False, event_kinds=("signed",)
+            job.message_id, history=False, event_kinds=("signed", "scanned", "scan_skipped")
         )
         pending: dict[str, list[str]] = {}
         for r in record.recipients:

@@ -116,7 +116,7 @@ class SignStage:
         # deliver job is queued in the same transaction), or — when deliver runs next in
         # this process — in the transaction that records the delivery. Until then nothing
         # is lost but the signing, which a repeated job does again.
-        job.memo.writes = writes
+        job.memo.writes.extend(writes)  # after what an earlier stage left (scan's event)
         # For the deliver stage when it runs next in this process: what it would read back.
         job.memo.record = record
         job.memo.signed = prefix + body
