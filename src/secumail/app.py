@@ -29,6 +29,7 @@ from secumail.config import Settings
 from secumail.errors import ConfigError, ListenError
 from secumail.mail.smtp_data import BareNewline
 from secumail.mail.verp import domain_problem
+from secumail.net.blocking_dns import BlockingDns
 from secumail.net.dns import Resolver
 from secumail.net.handoff import HandoffReceiver, HandoffSender
 from secumail.net.https_client import HttpsError, request
@@ -47,8 +48,10 @@ from secumail.pipeline.mx_connector import MxConnector
 from secumail.pipeline.preflight import Preflight
 from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
+from secumail.pipeline.sender_auth import SenderAuthenticator
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
+from secumail.pipeline.test_address import TestAddressIntake
 from secumail.pipeline.tls_reports import TlsReporter
 from secumail.pipeline.tlsrpt_intake import TlsReportIntake
 from secumail.pipeline.webhooks import WebhookDispatcher
@@ -72,6 +75,7 @@ from secumail.store.routing import RoutingStore
 from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
 from secumail.store.suppressions import SuppressionStore
+from secumail.store.test_replies import TestReplyLimits
 from secumail.store.tls_reports_received import TlsReportsReceived
 from secumail.store.webhooks import WebhookStore
 
@@ -536,7 +540,25 @@ class Gateway:
             if s.inbound.tlsrpt_address
             else None
         )
-        policy = InboundMx(bounces, reports)
+        tests = (
+            TestAddressIntake(
+                sv.intake,
+                SenderAuthenticator(
+                    BlockingDns(s.dns.nameservers, s.dns.timeout), timeout=s.dns.timeout
+                ),
+                TestReplyLimits(
+                    sv.db,
+                    per_domain=s.inbound.test_replies_per_domain_per_hour,
+                    per_network=s.inbound.test_replies_per_network_per_hour,
+                ),
+                sv.counters,
+                local_part=s.inbound.test_address,
+                hostname=s.server.hostname,
+            )
+            if s.inbound.test_address
+            else None
+        )
+        policy = InboundMx(bounces, reports, tests)
         limits = dataclasses.replace(
             self._session_limits(),
             max_message_size=s.inbound.max_size,
@@ -555,10 +577,11 @@ class Gateway:
             raise _listen_failed(s, "inbound.listen", exc) from exc
         for host, port, _tls in self.inbound.bound:
             log.info(
-                "inbound MX listening on %s:%d (bounces%s; STARTTLS offered)",
+                "inbound MX listening on %s:%d (bounces%s%s; STARTTLS offered)",
                 host,
                 port,
                 ", TLS reports" if reports else "",
+                ", test address" if tests else "",
             )
 
     def _build_runners(self) -> None:

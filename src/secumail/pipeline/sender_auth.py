@@ -1,0 +1,260 @@
+"""SPF, DKIM and DMARC for a message received, with maintained libraries.
+
+- SPF (RFC 7208): pyspf (`spf.query`), for the client address, MAIL FROM and HELO; the
+  whole check within `SPF_SECONDS` (pyspf's querytime, §4.6.4), its lookup limits its own.
+- DKIM (RFC 6376 §6): dkimpy, every DKIM-Signature field (at most `MAX_SIGNATURES`).
+- DMARC (RFC 7489 §6.6): authheaders' `dmarc_per_from` (record discovery, organizational
+  domain from its Public Suffix List, alignment), for the From domain *we* read strictly
+  (`mail.sender_auth.dmarc_from_domain`; several or unreadable From fields: permerror).
+  It is given the SPF result and the best DKIM result (an aligned pass if there is one).
+
+All three are synchronous and do their own DNS lookups: they run in a worker thread
+(`SenderAuthenticator.check`, within `TOTAL_SECONDS`), and every lookup goes to the
+gateway's configured resolver through `net.blocking_dns.BlockingDns`: dkimpy and
+authheaders take it as their `dnsfunc`; for pyspf, `_GatewaySpfQuery` overrides the one
+method (`query.dns`) that calls its module-level `DNSLookup`. Neither dnspython's default
+resolver nor any library global is changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dkim
+import spf
+from authheaders import dmarc_per_from
+from authheaders.dmarc_lookup import get_org_domain
+from authres import DKIMAuthenticationResult, SPFAuthenticationResult
+
+from secumail.errors import DnsTemporaryError
+from secumail.mail.headers import HeaderError, parse_header_section
+from secumail.mail.sender_auth import (
+    AuthResult,
+    DkimCheck,
+    DmarcCheck,
+    SenderAuth,
+    SpfCheck,
+    clean_domain,
+    clean_token,
+    dmarc_from_domain,
+)
+from secumail.net.blocking_dns import BlockingDns
+
+log = logging.getLogger("secumail.inbound")
+
+SPF_SECONDS = 10.0
+MAX_SIGNATURES = 5
+TOTAL_SECONDS = 30.0
+_POLICIES = ("none", "quarantine", "reject")
+
+
+@functools.lru_cache(maxsize=4096)
+def org_domain(domain: str) -> str:
+    """The organizational domain (RFC 7489 §3.2) as authheaders' DMARC finds it."""
+    try:
+        return str(get_org_domain(domain) or domain)
+    except Exception:  # noqa: BLE001 - a library failure on a strange name: the name itself
+        return domain
+
+
+@dataclass(frozen=True, slots=True)
+class AuthQuestion:
+    message: bytes
+    client_ip: str
+    mail_from: str  # the envelope sender, "" for <>
+    helo: str
+
+
+class SenderAuthenticator:
+    def __init__(self, dns: BlockingDns, *, timeout: float = 5.0) -> None:
+        self.dns = dns
+        self.timeout = timeout
+
+    async def check_async(self, q: AuthQuestion) -> SenderAuth:
+        """`check` off the event loop; past TOTAL_SECONDS every result is temperror."""
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.check, q), TOTAL_SECONDS)
+        except TimeoutError:
+            log.warning("sender checks timed out")
+            return _all_temperror(q)
+
+    def check(self, q: AuthQuestion) -> SenderAuth:
+        spf_check = self.spf(q)
+        dkim_checks = self.dkim(q.message)
+        return SenderAuth(spf_check, dkim_checks, self.dmarc(q.message, spf_check, dkim_checks))
+
+    # -- SPF -------------------------------------------------------------------------
+    def spf(self, q: AuthQuestion) -> SpfCheck:
+        identity = q.mail_from or f"postmaster@{q.helo}"  # RFC 7208 §2.4: <> → HELO
+        domain = clean_domain(identity.rpartition("@")[2])
+        if not domain:
+            return SpfCheck(AuthResult.NONE, clean_token(identity.rpartition("@")[2], 253))
+        try:
+            query = _GatewaySpfQuery(
+                self.dns, i=q.client_ip, s=identity, h=q.helo, querytime=SPF_SECONDS
+            )
+            result, _code, _explanation = query.check()
+            return SpfCheck(AuthResult(str(result)), domain)
+        except ValueError:
+            return SpfCheck(AuthResult.PERMERROR, domain)
+        except Exception:  # a library failure on hostile input
+            log.exception("spf check failed")
+            return SpfCheck(AuthResult.TEMPERROR, domain)
+
+    # -- DKIM ------------------------------------------------------------------------
+    def dkim(self, message: bytes) -> tuple[DkimCheck, ...]:
+        try:
+            count = len(parse_header_section(message).get_all("DKIM-Signature"))
+        except HeaderError:
+            return ()
+        checks = []
+        for idx in range(min(count, MAX_SIGNATURES)):
+            checks.append(self._one_signature(message, idx))
+        return tuple(checks)
+
+    def _one_signature(self, message: bytes, idx: int) -> DkimCheck:
+        verifier = dkim.DKIM(message, timeout=int(self.timeout) or 1)
+        try:
+            ok = verifier.verify(idx=idx, dnsfunc=self._dkim_txt)
+            result = AuthResult.PASS if ok else AuthResult.FAIL
+        except DnsTemporaryError:
+            result = AuthResult.TEMPERROR
+        except dkim.DKIMException:
+            result = AuthResult.PERMERROR
+        except Exception:  # a library failure on hostile input
+            log.exception("dkim check failed")
+            result = AuthResult.PERMERROR
+        fields = getattr(verifier, "signature_fields", None) or {}
+        return DkimCheck(
+            result,
+            clean_domain(_text(fields.get(b"d", b""))),
+            clean_token(_text(fields.get(b"s", b""))),
+        )
+
+    def _dkim_txt(self, name: bytes | str, timeout: float = 5.0) -> bytes | None:
+        host = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        records = self.dns.txt(host, min(float(timeout), self.timeout))
+        return records[0] if records else None
+
+    # -- DMARC -----------------------------------------------------------------------
+    def dmarc(
+        self, message: bytes, spf_check: SpfCheck, dkim_checks: tuple[DkimCheck, ...]
+    ) -> DmarcCheck:
+        from_domain = dmarc_from_domain(message)
+        if from_domain is None:
+            return DmarcCheck(AuthResult.PERMERROR, "", "")
+        spf_result = SPFAuthenticationResult(
+            result=spf_check.result.value, smtp_mailfrom=f"postmaster@{spf_check.domain}"
+        )
+        chosen = _best_signature(from_domain, dkim_checks)
+        dkim_result = (
+            DKIMAuthenticationResult(result=chosen.result.value, header_d=chosen.domain)
+            if chosen is not None
+            else None
+        )
+        try:
+            result, _comment, _domain, policy = dmarc_per_from(
+                from_domain, spf_result, dkim_result, dnsfunc=self._dmarc_txt
+            )
+        except DnsTemporaryError:
+            return DmarcCheck(AuthResult.TEMPERROR, from_domain, "")
+        except Exception:  # noqa: BLE001 - a malformed record (DMARCException) or a bug
+            return DmarcCheck(AuthResult.PERMERROR, from_domain, "")
+        policy = str(policy or "").lower()
+        if policy and policy not in _POLICIES:
+            return DmarcCheck(AuthResult.PERMERROR, from_domain, "")
+        try:
+            verdict = AuthResult(str(result))
+        except ValueError:
+            verdict = AuthResult.PERMERROR
+        return DmarcCheck(verdict, from_domain, policy)
+
+    def _dmarc_txt(self, name: str) -> str | None:
+        """authheaders' dnsfunc: the one DMARC record at `name`, or None (several records
+        count as none, RFC 7489 §6.6.3). authheaders also asks the From domain itself
+        whether it exists (for DMARCbis' np=): any name outside _dmarc. is answered as
+        existing, so p=/sp= apply as RFC 7489 says."""
+        if not name.startswith("_dmarc."):
+            return "exists"
+        records = [
+            r.decode("ascii", "replace") for r in self.dns.txt(name) if r.startswith(b"v=DMARC1")
+        ]
+        return records[0] if len(records) == 1 else None
+
+
+class _GatewaySpfQuery(spf.query):  # type: ignore[misc]
+    """pyspf's query with its DNS through the gateway's resolver (`BlockingDns`).
+
+    Replaces `query.dns`, which otherwise calls the module-level `spf.DNSLookup`
+    (dnspython's default resolver). Kept from the original: its answer cache, the
+    overall time budget (querytime) and the void lookup limit (RFC 7208 §4.6.4); CNAMEs
+    are followed by the resolver."""
+
+    def __init__(self, lookups: BlockingDns, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._lookups = lookups
+
+    def dns(
+        self, name: Any, qtype: str, cnames: Any = None, ignore_void: bool = False
+    ) -> list[Any]:
+        name = str(name).rstrip(".").lower()
+        if not name or not all(0 < len(label) < 64 for label in name.split(".")):
+            return []
+        key = (name, qtype)
+        if key in self.cache:
+            return list(self.cache[key])
+        if self.querytime < 0:
+            raise spf.TempError("DNS Error: exceeded max query lookup time")
+        started = time.monotonic()
+        timeout = min(self.timeout, self.querytime) if self.querytime > 0 else self.timeout
+        try:
+            records = self._lookups.records(name, qtype, timeout)
+        except DnsTemporaryError as exc:
+            raise spf.TempError(f"DNS {exc}") from exc
+        if self.querytime > 0:
+            self.querytime -= time.monotonic() - started
+        result = [_spf_value(qtype, r) for r in records]
+        self.cache[key] = result
+        if not result and not ignore_void:
+            self.void_lookups += 1
+            if self.void_lookups > spf.MAX_VOID_LOOKUPS:
+                raise spf.PermError(f"Void lookup limit of {spf.MAX_VOID_LOOKUPS} exceeded")
+        return list(result)
+
+
+def _spf_value(qtype: str, rdata: Any) -> Any:
+    """An answer in the form pyspf's own lookup gives it."""
+    if qtype in ("A", "AAAA"):
+        return rdata.address
+    if qtype == "MX":
+        return (rdata.preference, rdata.exchange.to_text(omit_final_dot=True))
+    if qtype == "PTR":
+        return rdata.target.to_text(omit_final_dot=True)
+    return tuple(rdata.strings)  # TXT (and the obsolete SPF type)
+
+
+def _best_signature(from_domain: str, checks: tuple[DkimCheck, ...]) -> DkimCheck | None:
+    """The signature DMARC should see: an aligned pass, else any pass, else the first."""
+    wanted = org_domain(from_domain)
+    passes = [c for c in checks if c.result is AuthResult.PASS and c.domain]
+    aligned = [c for c in passes if org_domain(c.domain) == wanted]
+    chosen = aligned or passes or list(checks)
+    return chosen[0] if chosen else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _all_temperror(q: AuthQuestion) -> SenderAuth:
+    domain = clean_domain((q.mail_from or q.helo).rpartition("@")[2])
+    return SenderAuth(
+        SpfCheck(AuthResult.TEMPERROR, domain),
+        (),
+        DmarcCheck(AuthResult.TEMPERROR, dmarc_from_domain(q.message) or "", ""),
+    )
