@@ -19,6 +19,7 @@ from secumail.api.problems import ApiProblem, error_responses, problem_response
 from secumail.api.refusals import refused_login
 from secumail.api.tokens import SCOPES
 from secumail.pipeline.bounce_intake import DROPPED
+from secumail.pipeline.test_address import DROPPED as TEST_DROPPED
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 from secumail.pki.passwords import dummy_hash, verify_secret
 
@@ -182,7 +183,7 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> PlainTextResponse:
     """Prometheus text format: queue depth per stage, admissions refused, deliveries by
     outcome and route method, TLS versions seen, bounces and TLS reports the inbound MX
-    dropped."""
+    dropped, test messages it did not answer."""
     ctx: ApiContext = request.app.state.ctx
     depths = await ctx.services.bus.depths()
     stats = await ctx.services.store.delivery_stats()
@@ -207,4 +208,8 @@ async def metrics(request: Request) -> PlainTextResponse:
     for name, n in (await ctx.services.counters.all(TLSRPT_DROPPED)).items():
         reason = name.removeprefix(TLSRPT_DROPPED)
         lines.append(f'secumail_tls_reports_dropped_total{{reason="{reason}"}} {n}')
+    lines.append("# TYPE secumail_test_address_dropped_total counter")
+    for name, n in (await ctx.services.counters.all(TEST_DROPPED)).items():
+        reason = name.removeprefix(TEST_DROPPED)
+        lines.append(f'secumail_test_address_dropped_total{{reason="{reason}"}} {n}')
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -8,6 +8,7 @@ from secumail.app import Services
 from secumail.cli.output import emit
 from secumail.cli.parsing import Subcommands, command
 from secumail.pipeline.bounce_intake import DROPPED
+from secumail.pipeline.test_address import DROPPED as TEST_DROPPED
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 
 
@@ -24,12 +25,20 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
         k.removeprefix(TLSRPT_DROPPED): v
         for k, v in (await sv.counters.all(TLSRPT_DROPPED)).items()
     }
+    # Test messages it answered with no report: plaintext, unverified sender, rate limit, …
+    tests_dropped = {
+        k.removeprefix(TEST_DROPPED): v for k, v in (await sv.counters.all(TEST_DROPPED)).items()
+    }
     text = "\n".join(f"{k:10} {v}" for k, v in data.items())
     if dropped:
         text += "\nbounces dropped: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
     if reports_dropped:
         text += "\nTLS reports dropped: " + ", ".join(
             f"{k} {v}" for k, v in reports_dropped.items()
+        )
+    if tests_dropped:
+        text += "\ntest messages not answered: " + ", ".join(
+            f"{k} {v}" for k, v in tests_dropped.items()
         )
     emit(
         args.json,
@@ -38,6 +47,7 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
             "bound": sv.settings.bus.queue_bound,
             "bounces_dropped": dropped,
             "tls_reports_dropped": reports_dropped,
+            "test_address_dropped": tests_dropped,
         },
         text,
     )

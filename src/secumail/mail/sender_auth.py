@@ -12,6 +12,12 @@ as plain values and the decisions made from them:
   domain passed SPF, or a DKIM signature passed whose d= has the same organizational
   domain (relaxed alignment, RFC 7489 §3.1.1) — otherwise the sender may be forged and a
   reply would go to a stranger (backscatter, amplification).
+- `dmarc_evaluate`: the DMARC result from the policy record found and the SPF and DKIM
+  results (RFC 7489 §3.1 identifier alignment, §6.6.2). Alignment is decided here, with
+  an organizational domain function that follows the Public Suffix List's default rule
+  (an unknown TLD is a public suffix): authheaders' own `get_org_domain` maps every name
+  under a TLD missing from its bundled list to the bare TLD, so `victim.test` and
+  `mailer.test` would "align".
 - `client_network`: the network a rate limit counts by (IPv4 /24, IPv6 /48).
 """
 
@@ -91,6 +97,47 @@ def dmarc_from_domain(message: bytes) -> str | None:
         return single_from_address(parse_header_section(message)).domain
     except (HeaderError, AddressError):
         return None
+
+
+POLICIES = ("none", "quarantine", "reject")
+
+
+def aligned(identifier: str, from_domain: str, mode: str, org_domain: Callable[[str], str]) -> bool:
+    """RFC 7489 §3.1.1/§3.1.2: strict ("s") is the same name, relaxed the same
+    organizational domain."""
+    if not identifier or not from_domain:
+        return False
+    if mode == "s":
+        return identifier == from_domain
+    return org_domain(identifier) == org_domain(from_domain)
+
+
+def dmarc_evaluate(
+    from_domain: str,
+    record: dict[str, str] | None,
+    *,
+    from_org_domain: bool,
+    spf: SpfCheck,
+    dkim: tuple[DkimCheck, ...],
+    org_domain: Callable[[str], str],
+) -> DmarcCheck:
+    """The DMARC result for `from_domain` (RFC 7489 §6.6.2): `record` is the policy record
+    found (None: none), `from_org_domain` whether it was found at the organizational
+    domain rather than at the From domain itself (then sp= applies, §6.3)."""
+    if not record:
+        return DmarcCheck(AuthResult.NONE, from_domain, "")
+    policy = record.get("p", "")
+    if from_org_domain:
+        policy = record.get("sp", policy)
+    if policy not in POLICIES:
+        return DmarcCheck(AuthResult.PERMERROR, from_domain, "")
+    adkim, aspf = record.get("adkim", "r"), record.get("aspf", "r")
+    spf_ok = spf.result is AuthResult.PASS and aligned(spf.domain, from_domain, aspf, org_domain)
+    dkim_ok = any(
+        c.result is AuthResult.PASS and aligned(c.domain, from_domain, adkim, org_domain)
+        for c in dkim
+    )
+    return DmarcCheck(AuthResult.PASS if spf_ok or dkim_ok else AuthResult.FAIL, from_domain, policy)
 
 
 def clean_domain(text: str) -> str:

@@ -3,10 +3,13 @@
 - SPF (RFC 7208): pyspf (`spf.query`), for the client address, MAIL FROM and HELO; the
   whole check within `SPF_SECONDS` (pyspf's querytime, §4.6.4), its lookup limits its own.
 - DKIM (RFC 6376 §6): dkimpy, every DKIM-Signature field (at most `MAX_SIGNATURES`).
-- DMARC (RFC 7489 §6.6): authheaders' `dmarc_per_from` (record discovery, organizational
-  domain from its Public Suffix List, alignment), for the From domain *we* read strictly
-  (`mail.sender_auth.dmarc_from_domain`; several or unreadable From fields: permerror).
-  It is given the SPF result and the best DKIM result (an aligned pass if there is one).
+- DMARC (RFC 7489 §6.6): authheaders fetches, checks and parses the policy record
+  (`lookup_receiver_record`), for the From domain *we* read strictly
+  (`mail.sender_auth.dmarc_from_domain`; several or unreadable From fields: permerror);
+  alignment and the result are ours (`mail.sender_auth.dmarc_evaluate`), with the
+  organizational domain from the Public Suffix List authheaders ships but its default
+  rule applied (`org_domain`): authheaders' `dmarc_per_from` would align any two names
+  under a TLD missing from that list (it takes the bare TLD as their organization).
 
 All three are synchronous and do their own DNS lookups: they run in a worker thread
 (`SenderAuthenticator.check`, within `TOTAL_SECONDS`), and every lookup goes to the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.resources
 import logging
 import time
 from dataclasses import dataclass
@@ -27,9 +31,8 @@ from typing import Any
 
 import dkim
 import spf
-from authheaders import dmarc_per_from
-from authheaders.dmarc_lookup import get_org_domain
-from authres import DKIMAuthenticationResult, SPFAuthenticationResult
+from authheaders.dmarc_lookup import lookup_receiver_record
+from publicsuffix2 import PublicSuffixList
 
 from secumail.errors import DnsTemporaryError
 from secumail.mail.headers import HeaderError, parse_header_section
@@ -41,25 +44,45 @@ from secumail.mail.sender_auth import (
     SpfCheck,
     clean_domain,
     clean_token,
+    dmarc_evaluate,
     dmarc_from_domain,
 )
 from secumail.net.blocking_dns import BlockingDns
 
 log = logging.getLogger("secumail.inbound")
+# dkimpy logs each signature's fields at DEBUG under its own name; ours, kept at WARNING,
+# says only what went wrong.
+_dkim_log = logging.getLogger("secumail.inbound.dkim")
+_dkim_log.setLevel(logging.WARNING)
 
 SPF_SECONDS = 10.0
 MAX_SIGNATURES = 5
 TOTAL_SECONDS = 30.0
-_POLICIES = ("none", "quarantine", "reject")
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The Public Suffix List authheaders ships, read once."""
+    ref = importlib.resources.files("authheaders") / "public_suffix_list.txt"
+    with importlib.resources.as_file(ref) as path, open(path, encoding="utf-8") as f:
+        return PublicSuffixList(f)
 
 
 @functools.lru_cache(maxsize=4096)
 def org_domain(domain: str) -> str:
-    """The organizational domain (RFC 7489 §3.2) as authheaders' DMARC finds it."""
-    try:
-        return str(get_org_domain(domain) or domain)
-    except Exception:  # noqa: BLE001 - a library failure on a strange name: the name itself
+    """The organizational domain (RFC 7489 §3.2): the public suffix plus one label. A name
+    under a TLD the list does not know takes the list's default rule "*" (the TLD is the
+    suffix), not authheaders' answer (the bare TLD, which would align every such name)."""
+    labels = domain.lower().rstrip(".").split(".")
+    if len(labels) < 2:
         return domain
+    try:
+        found = _public_suffixes().get_public_suffix(domain, strict=True)
+    except Exception:  # noqa: BLE001 - a library failure on a strange name: the default rule
+        found = None
+    if not found or "." not in found:
+        return ".".join(labels[-2:])
+    return str(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +141,7 @@ class SenderAuthenticator:
         return tuple(checks)
 
     def _one_signature(self, message: bytes, idx: int) -> DkimCheck:
-        verifier = dkim.DKIM(message, timeout=int(self.timeout) or 1)
+        verifier = dkim.DKIM(message, logger=_dkim_log, timeout=int(self.timeout) or 1)
         try:
             ok = verifier.verify(idx=idx, dnsfunc=self._dkim_txt)
             result = AuthResult.PASS if ok else AuthResult.FAIL
@@ -145,42 +168,34 @@ class SenderAuthenticator:
     def dmarc(
         self, message: bytes, spf_check: SpfCheck, dkim_checks: tuple[DkimCheck, ...]
     ) -> DmarcCheck:
+        """RFC 7489 §6.6.3 policy discovery through authheaders (the record at the From
+        domain, else at its organizational domain; fetched, checked and parsed by
+        `lookup_receiver_record`), evaluated by `mail.sender_auth.dmarc_evaluate`."""
         from_domain = dmarc_from_domain(message)
         if from_domain is None:
             return DmarcCheck(AuthResult.PERMERROR, "", "")
-        spf_result = SPFAuthenticationResult(
-            result=spf_check.result.value, smtp_mailfrom=f"postmaster@{spf_check.domain}"
-        )
-        chosen = _best_signature(from_domain, dkim_checks)
-        dkim_result = (
-            DKIMAuthenticationResult(result=chosen.result.value, header_d=chosen.domain)
-            if chosen is not None
-            else None
-        )
         try:
-            result, _comment, _domain, policy = dmarc_per_from(
-                from_domain, spf_result, dkim_result, dnsfunc=self._dmarc_txt
-            )
+            record = lookup_receiver_record(from_domain, self._dmarc_txt)
+            at_org = False
+            org = org_domain(from_domain)
+            if not record and org != from_domain:
+                record, at_org = lookup_receiver_record(org, self._dmarc_txt), True
         except DnsTemporaryError:
             return DmarcCheck(AuthResult.TEMPERROR, from_domain, "")
         except Exception:  # noqa: BLE001 - a malformed record (DMARCException) or a bug
             return DmarcCheck(AuthResult.PERMERROR, from_domain, "")
-        policy = str(policy or "").lower()
-        if policy and policy not in _POLICIES:
-            return DmarcCheck(AuthResult.PERMERROR, from_domain, "")
-        try:
-            verdict = AuthResult(str(result))
-        except ValueError:
-            verdict = AuthResult.PERMERROR
-        return DmarcCheck(verdict, from_domain, policy)
+        return dmarc_evaluate(
+            from_domain,
+            {str(k): str(v) for k, v in record.items()} if record else None,
+            from_org_domain=at_org,
+            spf=spf_check,
+            dkim=dkim_checks,
+            org_domain=org_domain,
+        )
 
     def _dmarc_txt(self, name: str) -> str | None:
         """authheaders' dnsfunc: the one DMARC record at `name`, or None (several records
-        count as none, RFC 7489 §6.6.3). authheaders also asks the From domain itself
-        whether it exists (for DMARCbis' np=): any name outside _dmarc. is answered as
-        existing, so p=/sp= apply as RFC 7489 says."""
-        if not name.startswith("_dmarc."):
-            return "exists"
+        count as none, RFC 7489 §6.6.3)."""
         records = [
             r.decode("ascii", "replace") for r in self.dns.txt(name) if r.startswith(b"v=DMARC1")
         ]
@@ -236,15 +251,6 @@ def _spf_value(qtype: str, rdata: Any) -> Any:
     if qtype == "PTR":
         return rdata.target.to_text(omit_final_dot=True)
     return tuple(rdata.strings)  # TXT (and the obsolete SPF type)
-
-
-def _best_signature(from_domain: str, checks: tuple[DkimCheck, ...]) -> DkimCheck | None:
-    """The signature DMARC should see: an aligned pass, else any pass, else the first."""
-    wanted = org_domain(from_domain)
-    passes = [c for c in checks if c.result is AuthResult.PASS and c.domain]
-    aligned = [c for c in passes if org_domain(c.domain) == wanted]
-    chosen = aligned or passes or list(checks)
-    return chosen[0] if chosen else None
 
 
 def _text(value: bytes | str) -> str:
