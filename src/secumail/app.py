@@ -75,7 +75,7 @@ from secumail.store.routing import RoutingStore
 from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
 from secumail.store.suppressions import SuppressionStore
-from secumail.store.test_replies import TestReplyLimits
+from secumail.store.test_replies import ReplyRateLimits
 from secumail.store.tls_reports_received import TlsReportsReceived
 from secumail.store.webhooks import WebhookStore
 
@@ -546,7 +546,7 @@ class Gateway:
                 SenderAuthenticator(
                     BlockingDns(s.dns.nameservers, s.dns.timeout), timeout=s.dns.timeout
                 ),
-                TestReplyLimits(
+                ReplyRateLimits(
                     sv.db,
                     per_domain=s.inbound.test_replies_per_domain_per_hour,
                     per_network=s.inbound.test_replies_per_network_per_hour,

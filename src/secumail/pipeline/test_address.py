@@ -43,7 +43,7 @@ from secumail.pipeline.intake import Intake
 from secumail.pipeline.sender_auth import AuthQuestion, SenderAuthenticator, org_domain
 from secumail.store.counters import Counters
 from secumail.store.records import NewMessage
-from secumail.store.test_replies import TestReplyLimits
+from secumail.store.test_replies import ReplyRateLimits
 
 log = logging.getLogger("secumail.inbound")
 
@@ -62,7 +62,7 @@ class TestAddressIntake:
         self,
         intake: Intake,
         authenticator: SenderAuthenticator,
-        limits: TestReplyLimits,
+        limits: ReplyRateLimits,
         counters: Counters,
         *,
         local_part: str,
@@ -113,7 +113,8 @@ class TestAddressIntake:
             return await self._drop("unverified_sender", envelope.client_ip)
         if await self.intake.full():
             return R.INTAKE_FULL
-        hit = await self.limits.reserve(sender.domain, client_network(envelope.client_ip))
+        now = self.clock()
+        hit = await self.limits.reserve(sender.domain, client_network(envelope.client_ip), now)
         if hit is not None:
             return await self._drop(hit.value, envelope.client_ip)
         ids = section.get_all("Message-ID")
@@ -129,7 +130,7 @@ class TestAddressIntake:
             auth=auth,
             message_id=f"<{report_id}@{self.hostname}>",
             in_reply_to=sane_message_id(ids[0]) if len(ids) == 1 else None,
-            date=self.clock(),
+            date=now,
         )
         body = build_test_report(request, self.org_domain)
         try:

@@ -22,7 +22,7 @@ class LimitHit(StrEnum):
     NETWORK = "rate_network"  # ... too many for messages from this client network
 
 
-class TestReplyLimits:
+class ReplyRateLimits:
     def __init__(self, db: Database, *, per_domain: int, per_network: int) -> None:
         self.db = db
         self.per_domain = per_domain
