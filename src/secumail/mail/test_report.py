@@ -276,8 +276,9 @@ def report_text(req: TestReportRequest, org_domain: OrgDomain) -> tuple[str, boo
         "Oordeel: GOED - niets te verbeteren." if good else "Oordeel: TE VERBETEREN.",
         *(f"  - {x.nl}" for x in todo),
         "",
-        "De inhoud van uw bericht is niet gelezen of bewaard. Dit antwoord gaat alleen",
-        "over een beveiligde verbinding naar uw server en wordt niet herhaald.",
+        "Van uw bericht is niets bewaard en niets wordt hier geciteerd. Dit antwoord wordt",
+        "alleen via een beveiligde verbinding bezorgd (DANE, MTA-STS of een geverifieerd",
+        "certificaat).",
     ]
     en = [
         f"This is the answer of the test address of {host} to your message.",
@@ -288,8 +289,8 @@ def report_text(req: TestReportRequest, org_domain: OrgDomain) -> tuple[str, boo
         "Verdict: GOOD - nothing to improve." if good else "Verdict: TO IMPROVE.",
         *(f"  - {x.en}" for x in todo),
         "",
-        "The content of your message was not read or kept. This answer is delivered only",
-        "over a secure connection to your server and is not repeated.",
+        "Nothing of your message was kept, and nothing of it is quoted here. This answer is",
+        "delivered only over a secure connection (DANE, MTA-STS or a verified certificate).",
     ]
     return "\r\n".join([*nl, "", "-" * 60, "", *en, ""]), good
 
