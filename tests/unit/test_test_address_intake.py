@@ -15,7 +15,8 @@ import spf
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from secumail.errors import DnsTemporaryError
+from secumail.config import load_settings
+from secumail.errors import ConfigError, DnsTemporaryError
 from secumail.mail.address import Address
 from secumail.mail.ids import new_message_id
 from secumail.mail.sender_auth import AuthResult, DkimCheck, DmarcCheck, SenderAuth, SpfCheck
@@ -32,6 +33,7 @@ from secumail.spool.body_store import BodyStore
 from secumail.store.counters import Counters
 from secumail.store.database import Database
 from secumail.store.metadata import MetadataStore
+from secumail.store.retention import MetadataRetention
 from secumail.store.suppressions import SuppressionStore
 from secumail.store.test_replies import WINDOW, ReplyRateLimits
 
@@ -331,3 +333,23 @@ def test_two_dmarc_records_count_as_none(key) -> None:
         AuthQuestion(sign(message_from("a@mailer.test"), pem), "192.0.2.7", "a@mailer.test", "x.test")
     )
     assert auth.dmarc == DmarcCheck(AuthResult.NONE, "mailer.test", "")
+
+
+def test_the_retention_purge_removes_rate_limit_rows_past_their_hour(gateway_db) -> None:
+    async def go() -> None:
+        limits = ReplyRateLimits(gateway_db, per_domain=5, per_network=5)
+        assert await limits.reserve("mailer.example", "192.0.2.0/24", now=1000.0) is None
+        assert await limits.reserve("mailer.example", "192.0.2.0/24", now=1000.0 + WINDOW) is None
+        await MetadataRetention(gateway_db, 30).purge(now=1001.0 + WINDOW)
+        rows = await gateway_db.read(lambda c: c.execute("SELECT sent_at FROM test_replies").fetchall())
+        assert [r[0] for r in rows] == [1000.0 + WINDOW]
+
+    run(go())
+
+
+def test_the_test_address_must_differ_from_the_tls_report_address() -> None:
+    with pytest.raises(ConfigError, match="test_address must differ from tlsrpt_address"):
+        load_settings(None, {"SECUMAIL_INBOUND__TEST_ADDRESS": "TLSRPT"})
+    with pytest.raises(ConfigError, match="test_address"):
+        load_settings(None, {"SECUMAIL_INBOUND__TEST_ADDRESS": "test+x"})  # never a bounce address
+    assert load_settings(None, {"SECUMAIL_INBOUND__TEST_ADDRESS": ""}).inbound.test_address == ""
