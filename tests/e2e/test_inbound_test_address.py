@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.e2e.api_client import Api
+from tests.e2e.test_signing import signatures, verify_all
 from tests.e2e.world import GATEWAY_HOST, GatewayProcess, World, _txt
 from tests.harness import free_port
 from tests.harness.dns import AuthoritativeDns
@@ -232,3 +233,17 @@ def test_the_test_address_can_be_turned_off(make_gateway, inbound_port: int) -> 
         s.mail(SENDER)
         code, text = s.rcpt(TEST_ADDRESS)
         assert (code, text[:5]) == (550, b"5.1.1")
+
+
+def test_the_report_is_signed_with_the_gateway_domain_when_its_keys_are_published(
+    gw: GatewayProcess, inbound_port: int, mailer: HarnessMx, dkim_key: bytes, dns: AuthoritativeDns
+) -> None:
+    for record in gw.cli("domain", "records", GATEWAY_HOST)["records"]:
+        if record["required"]:
+            dns.add(record["name"], "TXT", _txt(record["value"]))
+    assert gw.cli("domain", "verify", GATEWAY_HOST)["dkim_published"]
+    message, _ = a_message()
+    assert send(gw, inbound_port, signed(message, dkim_key))[0] == 250
+    [received] = mailer.wait_for(1, timeout=30)
+    assert {s["d"] for s in signatures(received.data)} == {GATEWAY_HOST}
+    assert verify_all(received.data, dns)

@@ -79,6 +79,8 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class TestReportRequest:
+    __test__ = False  # not a pytest test class, whatever its name
+
     hostname: str  # server.hostname
     from_address: str  # <inbound.test_address>@<hostname>
     to: Address  # the envelope sender, authenticated (mail.sender_auth.reply_allowed)
