@@ -421,6 +421,7 @@ class Gateway:
         self.services = Services(settings)
         self.submission: SubmissionServer | None = None
         self.inbound: SubmissionServer | None = None
+        self.sender_auth: SenderAuthenticator | None = None  # the test address's checks
         self.runners: list[StageRunner] = []
         self.api: ApiServer | None = None
         self.stages: list[Stage] = []
@@ -540,12 +541,14 @@ class Gateway:
             if s.inbound.tlsrpt_address
             else None
         )
+        if s.inbound.test_address:
+            self.sender_auth = SenderAuthenticator(
+                BlockingDns(s.dns.nameservers, s.dns.timeout), timeout=s.dns.timeout
+            )
         tests = (
             TestAddressIntake(
                 sv.intake,
-                SenderAuthenticator(
-                    BlockingDns(s.dns.nameservers, s.dns.timeout), timeout=s.dns.timeout
-                ),
+                self.sender_auth,
                 ReplyRateLimits(
                     sv.db,
                     per_domain=s.inbound.test_replies_per_domain_per_hour,
@@ -555,7 +558,7 @@ class Gateway:
                 local_part=s.inbound.test_address,
                 hostname=s.server.hostname,
             )
-            if s.inbound.test_address
+            if self.sender_auth is not None
             else None
         )
         policy = InboundMx(bounces, reports, tests)
@@ -682,6 +685,8 @@ class Gateway:
             await self.submission.close(grace=10.0)
         if self.inbound is not None:
             await self.inbound.close(grace=10.0)
+        if self.sender_auth is not None:
+            self.sender_auth.close()
         if self.api is not None:
             await self.api.stop()
         await asyncio.gather(*(r.stop(grace=10.0) for r in self.runners))

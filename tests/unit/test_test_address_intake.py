@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 
 import dkim
 import dns.resolver
@@ -23,6 +24,7 @@ from secumail.mail.sender_auth import AuthResult, DkimCheck, DmarcCheck, SenderA
 from secumail.mail.verp import bounce_address
 from secumail.net.blocking_dns import BlockingDns
 from secumail.net.smtp_server import Envelope
+from secumail.pipeline import sender_auth
 from secumail.pipeline import test_address as ta
 from secumail.pipeline.bounce_intake import BounceIntake
 from secumail.pipeline.embedded_bus import EmbeddedBus
@@ -353,3 +355,43 @@ def test_the_test_address_must_differ_from_the_tls_report_address() -> None:
     with pytest.raises(ConfigError, match="test_address"):
         load_settings(None, {"SECUMAIL_INBOUND__TEST_ADDRESS": "test+x"})  # never a bounce address
     assert load_settings(None, {"SECUMAIL_INBOUND__TEST_ADDRESS": ""}).inbound.test_address == ""
+
+
+def test_a_senders_slow_dns_cannot_hold_the_checks_past_their_deadline(key) -> None:
+    """Every lookup of one check shares one deadline: once it is past, no lookup starts
+    and what is left is a temperror (never a pass)."""
+    pem, public = key
+    fake = FakeDns(zone(public))
+    auth = SenderAuthenticator(fake).check(
+        AuthQuestion(sign(message_from("a@mailer.test"), pem), "192.0.2.7", "a@mailer.test", "x.test"),
+        deadline=time.monotonic() - 1,
+    )
+    assert fake.asked == []
+    assert auth.spf.result is AuthResult.TEMPERROR
+    assert [c.result for c in auth.dkim] == [AuthResult.TEMPERROR]
+    assert auth.dmarc.result is AuthResult.TEMPERROR
+
+
+def test_checks_that_outlast_their_time_are_temperrors(key, monkeypatch) -> None:
+    """Each lookup takes longer than the whole allowance: the answer comes at the
+    deadline, every result temperror (no reply follows from it)."""
+    pem, public = key
+
+    class SlowDns(FakeDns):
+        def records(self, name, rdtype, timeout=None):
+            time.sleep(0.3)
+            return super().records(name, rdtype, timeout)
+
+    monkeypatch.setattr(sender_auth, "TOTAL_SECONDS", 0.1)
+
+    async def go() -> None:
+        authenticator = SenderAuthenticator(SlowDns(zone(public)))
+        try:
+            auth = await authenticator.check_async(
+                AuthQuestion(sign(message_from("a@mailer.test"), pem), "192.0.2.7", "a@mailer.test", "x")
+            )
+        finally:
+            authenticator.close()
+        assert auth.spf.result is AuthResult.TEMPERROR and auth.dmarc.result is AuthResult.TEMPERROR
+
+    run(go())

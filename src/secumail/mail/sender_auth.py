@@ -168,7 +168,10 @@ def reply_allowed(
 def client_network(ip: str) -> str:
     """The client's network for rate limits: its IPv4 /24 or IPv6 /48 (an IPv4-mapped
     IPv6 address counts as IPv4)."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:  # not an IP address (never from a TCP peer): counted as itself
+        return ip[:64]
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     prefix = 24 if addr.version == 4 else 48

@@ -12,7 +12,7 @@
   under a TLD missing from that list (it takes the bare TLD as their organization).
 
 All three are synchronous and do their own DNS lookups: they run in a worker thread
-(`SenderAuthenticator.check`, within `TOTAL_SECONDS`), and every lookup goes to the
+of its own (`SenderAuthenticator`, every lookup within `TOTAL_SECONDS`), and every lookup goes to the
 gateway's configured resolver through `net.blocking_dns.BlockingDns`: dkimpy and
 authheaders take it as their `dnsfunc`; for pyspf, `_GatewaySpfQuery` overrides the one
 method (`query.dns`) that calls its module-level `DNSLookup`. Neither dnspython's default
@@ -26,6 +26,7 @@ import functools
 import importlib.resources
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,20 +94,65 @@ class AuthQuestion:
     helo: str
 
 
+class _Budget(BlockingDns):
+    """The lookups of one check, all within its deadline: each lookup's timeout is cut to
+    the time left, and none starts after it (a sender's slow DNS cannot hold a thread
+    longer than TOTAL_SECONDS)."""
+
+    def __init__(self, dns: BlockingDns, deadline: float) -> None:  # no super(): a wrapper
+        self._dns = dns
+        self._deadline = deadline
+
+    def records(self, name: str, rdtype: str, timeout: float | None = None) -> list[object]:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise DnsTemporaryError(f"{name} {rdtype}: the checks' time is up")
+        return self._dns.records(name, rdtype, left if timeout is None else min(timeout, left))
+
+
 class SenderAuthenticator:
+    """Runs the checks in a small pool of its own (`THREADS`), not the event loop's
+    default executor: a flood of test messages with slow DNS waits its turn there and
+    never starves the rest of the gateway's threads."""
+
+    THREADS = 4
+
     def __init__(self, dns: BlockingDns, *, timeout: float = 5.0) -> None:
         self.dns = dns
         self.timeout = timeout
+        self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="secumail-senderauth")
 
     async def check_async(self, q: AuthQuestion) -> SenderAuth:
-        """`check` off the event loop; past TOTAL_SECONDS every result is temperror."""
+        """`check` off the event loop; past TOTAL_SECONDS (waiting for a thread included)
+        every result is temperror."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + TOTAL_SECONDS
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.check, q), TOTAL_SECONDS)
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._pool, self.check, q, deadline), TOTAL_SECONDS
+            )
         except TimeoutError:
             log.warning("sender checks timed out")
             return _all_temperror(q)
 
-    def check(self, q: AuthQuestion) -> SenderAuth:
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def check(self, q: AuthQuestion, deadline: float | None = None) -> SenderAuth:
+        """SPF, DKIM and DMARC for `q` (blocking), every lookup before `deadline`
+        (monotonic; default TOTAL_SECONDS from now)."""
+        dns = _Budget(self.dns, deadline or time.monotonic() + TOTAL_SECONDS)
+        return _Check(dns, self.timeout).run(q)
+
+
+class _Check:
+    """One message's checks, with the lookups of its budget."""
+
+    def __init__(self, dns: BlockingDns, timeout: float) -> None:
+        self.dns = dns
+        self.timeout = timeout
+
+    def run(self, q: AuthQuestion) -> SenderAuth:
         spf_check = self.spf(q)
         dkim_checks = self.dkim(q.message)
         return SenderAuth(spf_check, dkim_checks, self.dmarc(q.message, spf_check, dkim_checks))
