@@ -13,6 +13,7 @@ from tests.harness.dns import AuthoritativeDns
 from tests.harness.dnssec import SignedZoneDns
 from tests.harness.mx import HarnessMx
 from tests.harness.pki import TestCA
+from tests.harness.scanners import Clamd, Rspamd
 from tests.harness.unbound import ValidatingResolver
 
 
@@ -69,6 +70,20 @@ def validating_resolver(signed_dns: SignedZoneDns) -> Iterator[ValidatingResolve
     """
     with ValidatingResolver.in_front_of(signed_dns) as resolver:
         yield resolver
+
+
+@pytest.fixture(scope="session")
+def clamd() -> Iterator[Clamd]:
+    """One real clamd for the session (EICAR signature only; Unix socket and TCP)."""
+    with Clamd() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rspamd() -> Iterator[Rspamd]:
+    """One real rspamd for the session (Debian's rules; GTUBE is spam)."""
+    with Rspamd() as server:
+        yield server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

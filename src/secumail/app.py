@@ -36,6 +36,7 @@ from secumail.net.https_client import HttpsError, request
 from secumail.net.smtp_server import SessionLimits, SubmissionServer
 from secumail.net.tls import ensure_gateway_certificate, server_context, verifying_client_context
 from secumail.pipeline.acceptance import MessageAcceptor
+from secumail.pipeline.account_alerts import AccountAlerts
 from secumail.pipeline.auth_throttle import AuthThrottle
 from secumail.pipeline.bounce_intake import BounceIntake
 from secumail.pipeline.bus import Bus
@@ -246,6 +247,10 @@ class Services:
     @functools.cached_property
     def account_events(self) -> AccountEventLog:
         return AccountEventLog(self.db)
+
+    @functools.cached_property
+    def account_alerts(self) -> AccountAlerts:
+        return AccountAlerts(self.db, self.store, self.intake, hostname=self.settings.server.hostname)
 
     @functools.cached_property
     def acceptor(self) -> MessageAcceptor:
@@ -537,6 +542,7 @@ class Gateway:
                 sv.counters,
                 local_part=s.inbound.tlsrpt_address,
                 hostname=s.server.hostname,
+                per_client_per_day=s.inbound.tlsrpt_per_client_per_day,
             )
             if s.inbound.tlsrpt_address
             else None

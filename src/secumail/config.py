@@ -104,6 +104,9 @@ class InboundSettings(_Section):
         default="tlsrpt",
         pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$",  # no "+": never a bounce address
     )
+    # Reports kept per client network (IPv4 /24, IPv6 /48) in any 24 hours; more are
+    # answered 250, dropped and counted (tlsrpt_dropped:over_limit). 0: no bound.
+    tlsrpt_per_client_per_day: int = Field(default=20, ge=0)
     # The local part of the test address: anyone may write to <test_address>@server.hostname
     # and gets a report (Dutch and English) on how their server connected (TLS) and
     # authenticated (SPF, DKIM, DMARC) — only over TLS (plaintext: refused with 554 5.7.10),

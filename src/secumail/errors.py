@@ -9,6 +9,7 @@
     ├── SpoolError                   an encrypted body cannot be written, read or is gone
     ├── EvidenceError                a delivery-evidence token is malformed or does not verify
     ├── AdmissionRefused             a queue is over its bound: answer 451 4.3.2 / 503
+    ├── ScannerUnavailable           a virus or spam scanner did not answer: wait and retry
     ├── StsError                     MTA-STS discovery failed (mail.mta_sts; RFC 8460 result type)
     │   └── StsFetchError            fetching the policy over HTTPS failed (net.mta_sts_fetch)
     ├── DnsError                     a lookup failed
@@ -79,6 +80,16 @@ class EvidenceError(SecumailError):
 
 class AdmissionRefused(SecumailError):
     """A queue is over its bound; the caller must answer with a temporary failure."""
+
+
+class ScannerUnavailable(SecumailError):
+    """A virus or spam scanner could not be reached, timed out or answered nonsense: the
+    message waits and is scanned again later (never passed on unscanned)."""
+
+    def __init__(self, engine: str, reason: str) -> None:
+        super().__init__(f"{engine}: {reason}")
+        self.engine = engine
+        self.reason = reason
 
 
 class DnsError(SecumailError):

@@ -13,6 +13,7 @@ import pytest
 
 from secumail.errors import ConflictError
 from secumail.mail.status import RecipientStatus
+from secumail.store.account_alerts import AccountAlertStore
 from secumail.store.audit import AuditLog
 from secumail.store.audit_chain import AuditKind
 from secumail.store.database import Database
@@ -59,6 +60,8 @@ def populate(db: Database, person: str = PERSON, *, in_flight: bool = False) -> 
             finished(c, "m_to")
         finished(c, "m_from")
         SuppressionStore.add_op(acc, person, "bounced", "bounce", "m_to")(c)
+        # An open alert about a credential whose login name is the person's address.
+        AccountAlertStore.raise_op(acc, "auth_failures", person, {"username": person}, 0)(c)
         c.execute(
             "INSERT INTO smime_certs VALUES (?, 'PEM', 'CHAIN', x'00', 0, 0)", (person,)
         )
@@ -117,7 +120,9 @@ def test_erase_leaves_no_trace_in_the_file_and_the_chain_verifies(gateway_db: Da
     assert PERSON.encode() in raw_bytes(gateway_db.path)
     report = asyncio.run(pd.erase(PERSON, "cli:root"))
     assert PERSON.encode() not in raw_bytes(gateway_db.path)
-    assert report.removed == {"evidence": 2, "smime_certs": 1, "suppressions": 1}
+    assert report.removed == {
+        "evidence": 2, "smime_certs": 1, "suppressions": 1, "account_alerts": 1
+    }
     assert report.pseudonymised["recipients"] == 1 and report.pseudonymised["audit_log"] == 1
     # Nothing is found any more; the pseudonym stands where the address stood.
     found = asyncio.run(pd.export(PERSON))

@@ -116,8 +116,8 @@ def test_tls_reports_received_go_after_the_default_period(gateway_db: Database) 
     from tests.unit.test_tlsrpt_intake import a_report
 
     store = TlsReportsReceived(gateway_db)
-    assert asyncio.run(store.add(a_report("old"), received_at=NOW - 40 * DAY))
-    assert asyncio.run(store.add(a_report("new"), received_at=NOW - DAY))
+    assert asyncio.run(store.add(a_report("old"), received_at=NOW - 40 * DAY)) == "kept"
+    assert asyncio.run(store.add(a_report("new"), received_at=NOW - DAY)) == "kept"
     report = asyncio.run(MetadataRetention(gateway_db, 30).purge(NOW))
     assert report.tls_reports_received == 1 and report.as_detail()["tls_reports_received"] == 1
     left = gateway_db.run_sync(lambda c: c.execute("SELECT report_id FROM tlsrpt_received").fetchall())

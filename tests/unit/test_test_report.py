@@ -10,6 +10,7 @@ import pytest
 
 from secumail.mail import test_report as tr
 from secumail.mail.address import Address
+from secumail.mail.ip_scope import client_network
 from secumail.mail.sender_auth import (
     AuthResult,
     DkimCheck,
@@ -17,7 +18,6 @@ from secumail.mail.sender_auth import (
     SenderAuth,
     SpfCheck,
     aligned,
-    client_network,
     dmarc_evaluate,
     dmarc_from_domain,
     reply_allowed,

@@ -16,6 +16,7 @@ from secumail.cli.tlsrpt import received_row
 from secumail.mail.address import Address
 from secumail.mail.dns_records import tlsrpt_record
 from secumail.mail.ids import new_message_id
+from secumail.mail.ip_scope import client_network
 from secumail.mail.tlsrpt import (
     FailureDetail,
     PolicyResult,
@@ -35,7 +36,7 @@ from secumail.net.smtp_server import Envelope
 from secumail.pipeline.inbound_mx import InboundMx
 from secumail.pipeline.tlsrpt_intake import TlsReportIntake
 from secumail.store.database import Database
-from secumail.store.tls_reports_received import MAX_FAILURES, TlsReportsReceived
+from secumail.store.tls_reports_received import MAX_FAILURES, Kept, TlsReportsReceived
 from tests.unit.test_bounce_intake import KEY, World, failed
 from tests.unit.test_submission_session import HOST, Conversation, talk
 
@@ -163,14 +164,20 @@ def test_deep_nesting_is_a_report_error_not_a_crash() -> None:
 
 
 class ReportWorld(World):
-    def __init__(self, db: Database, local_part: str = "tlsrpt") -> None:
+    def __init__(self, db: Database, local_part: str = "tlsrpt", per_client_per_day: int = 0) -> None:
         super().__init__(db, failed("dr@clinic.test"))
         self.received = TlsReportsReceived(db)
-        self.reports = TlsReportIntake(self.received, self.counters, local_part=local_part, hostname=HOST)
+        self.reports = TlsReportIntake(
+            self.received,
+            self.counters,
+            local_part=local_part,
+            hostname=HOST,
+            per_client_per_day=per_client_per_day,
+        )
         self.mx = InboundMx(self.intake, self.reports if local_part else None)
 
-    async def deliver(self, message: bytes, *addresses: str) -> str:
-        envelope = Envelope("192.0.2.9", "mx.mailcorp.example", None, None, None)
+    async def deliver(self, message: bytes, *addresses: str, client_ip: str = "192.0.2.9") -> str:
+        envelope = Envelope(client_ip, "mx.mailcorp.example", None, None, None)
         envelope.rcpt_to = [Address(*a.rsplit("@", 1)) for a in addresses]
         return str(await self.mx.accept(None, envelope, message))
 
@@ -256,6 +263,39 @@ def test_a_report_is_kept_as_metadata_once(gateway_db) -> None:
     asyncio.run(go())
 
 
+def test_one_client_network_cannot_fill_the_table(gateway_db) -> None:
+    """Organization and report-id are the sender's to make up: at most N reports a day per
+    client network (IPv4 /24); the rest is answered 250, dropped and counted."""
+
+    def made_up(i: int) -> TlsReport:
+        r = a_report()
+        return TlsReport(f"Org {i}", r.start, r.end, r.contact_info, f"id-{i}", r.policies)
+
+    async def go() -> None:
+        w = ReportWorld(gateway_db, per_client_per_day=3)
+        for i in range(5):
+            reply = await w.deliver(report_mail(made_up(i)), f"tlsrpt@{HOST}", client_ip=f"198.51.100.{i}")
+            assert reply.startswith("250 2.0.0")
+        assert len(await w.received.recent(30, now=END.timestamp())) == 3
+        assert await w.counters.all() == {"tlsrpt_dropped:over_limit": 2}
+        # Another network still gets its reports kept; IPv6 counts per /48.
+        assert (await w.deliver(report_mail(made_up(9)), f"tlsrpt@{HOST}", client_ip="203.0.113.7")).startswith("250")
+        v6 = ("2001:db8:1:1::1", "2001:db8:1:2::1", "2001:db8:1:3::1", "2001:db8:1:4::1", "2001:db8:2::1")
+        for i, ip in enumerate(v6):
+            await w.deliver(report_mail(made_up(20 + i)), f"tlsrpt@{HOST}", client_ip=ip)
+        assert len(await w.received.recent(30, now=END.timestamp())) == 3 + 1 + 3 + 1
+        assert await w.counters.all() == {"tlsrpt_dropped:over_limit": 3}
+
+    asyncio.run(go())
+
+
+def test_client_networks() -> None:
+    assert client_network("198.51.100.77") == "198.51.100.0/24"
+    assert client_network("::ffff:198.51.100.77") == "198.51.100.0/24"
+    assert client_network("2001:db8:1:2:3::4") == "2001:db8:1::/48"
+    assert client_network("not an address") == "not an address"
+
+
 @pytest.mark.parametrize(
     ("message", "reason"),
     [
@@ -309,7 +349,7 @@ def test_what_is_kept_is_bounded(gateway_db) -> None:
 
     async def go() -> None:
         store = TlsReportsReceived(gateway_db)
-        assert await store.add(report)
+        assert await store.add(report) is Kept.KEPT
         [kept] = await store.recent(30, now=END.timestamp())
         assert kept.organization.startswith("EvilCorp") and len(kept.organization) == 255
         assert len(kept.report_id) == 255 and len(kept.contact_info) == 255

@@ -196,6 +196,8 @@ EventType = Literal[
     "expired",
     "suppressed",
     "domain_dns_error",
+    "sender_tls_warning",
+    "auth_failures",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 

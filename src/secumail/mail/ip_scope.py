@@ -62,3 +62,16 @@ def is_public(address: str) -> bool:
     if ip not in _IPV6_GLOBAL_UNICAST:
         return False  # ::1, ::/96, ::ffff:0:0/96, 64:ff9b::/96, fc00::/7, fe80::/10, ff00::/8 …
     return not any(ip in net for net in _IPV6_NOT_PUBLIC)
+
+
+def client_network(ip: str, *, v4_prefix: int = 24, v6_prefix: int = 48) -> str:
+    """The network a client address counts under for per-client limits: an IPv4 /24 and an
+    IPv6 /48 by default (one site), IPv4-mapped IPv6 as IPv4. Not an address: as given."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    prefix = v4_prefix if isinstance(addr, ipaddress.IPv4Address) else v6_prefix
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))

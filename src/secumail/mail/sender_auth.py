@@ -18,12 +18,10 @@ as plain values and the decisions made from them:
   (an unknown TLD is a public suffix): authheaders' own `get_org_domain` maps every name
   under a TLD missing from its bundled list to the bare TLD, so `victim.test` and
   `mailer.test` would "align".
-- `client_network`: the network a rate limit counts by (IPv4 /24, IPv6 /48).
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -163,16 +161,3 @@ def reply_allowed(
     if auth.spf.result is AuthResult.PASS and auth.spf.domain == mail_from_domain:
         return True
     return auth.aligned_dkim(mail_from_domain, org_domain) is not None
-
-
-def client_network(ip: str) -> str:
-    """The client's network for rate limits: its IPv4 /24 or IPv6 /48 (an IPv4-mapped
-    IPv6 address counts as IPv4)."""
-    try:
-        addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:  # not an IP address (never from a TCP peer): counted as itself
-        return ip[:64]
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))

@@ -29,8 +29,9 @@ from secumail.mail import reply as R
 from secumail.mail.address import Address
 from secumail.mail.headers import HeaderError, parse_header_section
 from secumail.mail.ids import new_message_id
+from secumail.mail.ip_scope import client_network
 from secumail.mail.reply import Reply
-from secumail.mail.sender_auth import client_network, reply_allowed
+from secumail.mail.sender_auth import reply_allowed
 from secumail.mail.test_report import (
     PLAINTEXT_REFUSED,
     ConnectionFacts,

@@ -5,11 +5,13 @@ Other MTAs find ``_smtp._tls.<server.hostname>`` (``rua=mailto:<inbound.tlsrpt_a
 memory, off the event loop (`mail.tlsrpt_mail.read_report_mail`: the attachment, gzip undone
 under a hard cap, the JSON checked) and only its metadata is kept
 (`store.tls_reports_received`); the mail and the JSON are never stored. A report sent
-twice (same organization, same report-id) is kept once. A mail without a readable report
+twice (same organization, same report-id) is kept once; a client network keeps at most
+`inbound.tlsrpt_per_client_per_day` reports a day (`store.tls_reports_received`). A mail
+without a readable report
 (no report part, unreadable, over the cap) is answered 250 all the same, logged without
 content (`tls report dropped`, with the reason) and counted (`tlsrpt_dropped:<reason>`,
 shown by `secumail queue`).
-Settings: server.hostname, inbound.tlsrpt_address.
+Settings: server.hostname, inbound.tlsrpt_address, inbound.tlsrpt_per_client_per_day.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import logging
 from collections.abc import Callable
 
 from secumail.mail.address import Address
+from secumail.mail.ip_scope import client_network
 from secumail.mail.tlsrpt import TlsReport
 from secumail.mail.tlsrpt_mail import TlsReportMailError, read_report_mail
 from secumail.store.counters import Counters
-from secumail.store.tls_reports_received import TlsReportsReceived
+from secumail.store.tls_reports_received import Kept, TlsReportsReceived
 
 log = logging.getLogger("secumail.inbound")
 
@@ -37,12 +40,14 @@ class TlsReportIntake:
         *,
         local_part: str,
         hostname: str,
+        per_client_per_day: int = 0,
         read: Callable[[bytes], TlsReport] = read_report_mail,
     ) -> None:
         self.reports = reports
         self.counters = counters
         self.local_part = local_part.lower()
         self.hostname = hostname.lower().rstrip(".")
+        self.per_client_per_day = per_client_per_day
         self.read = read
 
     def takes(self, address: Address) -> bool:
@@ -63,8 +68,13 @@ class TlsReportIntake:
         except Exception:  # a reader bug on hostile input: logged, counted, never a crash
             log.exception("tls report reader failed")
             return await self._drop("unreadable", client_ip)
-        if not await self.reports.add(report):
-            return await self._drop("repeated", client_ip)
+        kept = await self.reports.add(
+            report,
+            client_network=client_network(client_ip),
+            per_client_per_day=self.per_client_per_day,
+        )
+        if kept is not Kept.KEPT:
+            return await self._drop(str(kept), client_ip)
         log.info(
             "tls report received",
             extra={"fields": {"policies": len(report.policies), "client": client_ip}},

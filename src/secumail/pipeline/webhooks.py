@@ -2,8 +2,10 @@
 
 Events come from the records Secumail keeps anyway — recipient status events of messages
 (`delivered`, `deferred`, `bounced`, `refused_insecure`, `rejected`, `expired`) and
-account events (`suppressed`, `domain_dns_error`) — read after a durable cursor, so no
-event is lost or sent twice to a subscription (deliveries are unique per event).
+account events (`suppressed`, and the alerts of `pipeline.account_alerts`:
+`domain_dns_error`, `sender_tls_warning`, `auth_failures`) — read after a durable cursor, so
+no event is lost or sent twice to a subscription (deliveries are unique per event). Events
+of the gateway's own mail (null sender: notices, alert mails) are not sent.
 
 Each POST carries `Secumail-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret,
 "<t>.<body>")>`; receivers check it and reject a `t` older than five minutes (replay).
@@ -34,7 +36,7 @@ from secumail.store.webhooks import Webhook, WebhookDelivery, WebhookStore
 log = logging.getLogger("secumail.webhooks")
 
 MESSAGE_EVENTS = {"delivered", "deferred", "bounced", "refused_insecure", "rejected", "expired"}
-ACCOUNT_EVENTS = {"suppressed", "domain_dns_error"}
+ACCOUNT_EVENTS = {"suppressed", "domain_dns_error", "sender_tls_warning", "auth_failures"}
 BACKOFF = (30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800)
 GIVE_UP_AFTER = 24 * 3600
 
@@ -104,7 +106,12 @@ class WebhookDispatcher:
             return 0
         out: list[tuple[str, str, str, str]] = []
         for e in msg_events:
-            if e["kind"] not in MESSAGE_EVENTS or e["dsn_of"] or e["account_id"] not in hooks:
+            if (
+                e["kind"] not in MESSAGE_EVENTS
+                or e["dsn_of"]
+                or not e["mail_from"]  # the gateway's own mail: notices, alert mails
+                or e["account_id"] not in hooks
+            ):
                 continue
             detail = json.loads(e["detail"])
             data: dict[str, Any] = {

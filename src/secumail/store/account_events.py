@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from secumail.store.database import Database
+from secumail.store.database import Database, Op
 
 
 class AccountEventLog:
@@ -19,9 +19,13 @@ class AccountEventLog:
         self.db = db
 
     async def record(self, account_id: str, kind: str, detail: dict[str, Any]) -> None:
-        await self.db.run(
-            lambda c: c.execute(
-                "INSERT INTO account_events (account_id, kind, detail, at) VALUES (?, ?, ?, ?)",
-                (account_id, kind, json.dumps(detail), time.time()),
-            )
+        await self.db.run(self.record_op(account_id, kind, detail))
+
+    @staticmethod
+    def record_op(account_id: str, kind: str, detail: dict[str, Any]) -> Op:
+        """The same write, to commit with others."""
+        at = time.time()
+        return lambda c: c.execute(
+            "INSERT INTO account_events (account_id, kind, detail, at) VALUES (?, ?, ?, ?)",
+            (account_id, kind, json.dumps(detail), at),
         )

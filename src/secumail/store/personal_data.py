@@ -15,7 +15,8 @@ What the erasure does per table:
 - deleted: delivery evidence naming the person as recipient or envelope sender (a signed
   record cannot be pseudonymised without breaking its signature), issued S/MIME
   certificates (the address is in the certificate; a new one is issued on next use) and
-  suppressions (they would no longer match anything);
+  suppressions (they would no longer match anything) and open account alerts about
+  the person (a login name that is an address);
 - cleared: an account's notify address.
 Deleted and overwritten bytes are zeroed (`secure_delete`) and the WAL is checkpointed
 afterwards by the caller. A person with a message still in delivery cannot be erased yet
@@ -99,6 +100,12 @@ PERSONAL_COLUMNS: tuple[PersonalColumns, ...] = (
     ),
     PersonalColumns(
         "account_events", ("detail",), ("account_id", "kind", "detail", "at"), "replace"
+    ),
+    PersonalColumns(
+        "account_alerts",
+        ("about", "detail"),
+        ("account_id", "kind", "about", "detail", "raised_at"),
+        "delete",
     ),
     PersonalColumns(
         "webhook_deliveries",

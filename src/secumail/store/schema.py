@@ -171,6 +171,10 @@ SCHEMA: list[str] = [
         UNIQUE (organization, report_id)
     )""",
     "CREATE INDEX IF NOT EXISTS tlsrpt_received_by_end ON tlsrpt_received(end_at)",
+    # The sending client's network (mail/ip_scope.client_network), for the per-client bound.
+    "ALTER TABLE tlsrpt_received ADD COLUMN client_network TEXT NOT NULL DEFAULT ''",
+    """CREATE INDEX IF NOT EXISTS tlsrpt_received_by_client
+        ON tlsrpt_received(client_network, received_at)""",
     # REST API: suppressions, idempotency keys, webhooks and their deliveries.
     """CREATE TABLE IF NOT EXISTS suppressions (
         account_id TEXT NOT NULL,
@@ -220,6 +224,16 @@ SCHEMA: list[str] = [
         kind TEXT NOT NULL,
         detail TEXT NOT NULL,
         at REAL NOT NULL
+    )""",
+    # Open alerts (store/account_alerts.py): one row per account, kind and what it is about
+    # while the alert stands; deleted when it is resolved (told once, and once on recovery).
+    """CREATE TABLE IF NOT EXISTS account_alerts (
+        account_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        about TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        raised_at REAL NOT NULL,
+        PRIMARY KEY (account_id, kind, about)
     )""",
     """CREATE TABLE IF NOT EXISTS cursors (
         name TEXT PRIMARY KEY,

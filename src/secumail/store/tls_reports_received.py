@@ -4,11 +4,15 @@ What is kept of a §4.4 report, every value bounded: organization-name, report-i
 date-range, contact-info, and per policy its type, domain, MX hosts, session counts and
 failure details (result-type, sending and receiving IPs, receiving MX name, count). The
 mail and the JSON themselves are never stored. A report is kept once per (organization,
-report-id): a report sent twice is not counted twice.
+report-id): a report sent twice is not counted twice. A client network (an IPv4 /24, an
+IPv6 /48) may leave at most `per_client_per_day` reports in any 24 hours: organization
+names and report-ids are the sender's to choose, so without this bound one client could
+fill the table with made-up reports.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import sqlite3
 import time
@@ -23,6 +27,15 @@ MAX_IP = 64
 MAX_POLICIES = 100
 MAX_MX_HOSTS = 20
 MAX_FAILURES = 100  # failure-details entries kept per policy
+DAY = 86400.0
+
+
+class Kept(enum.StrEnum):
+    """What `add` did with a report."""
+
+    KEPT = "kept"
+    REPEATED = "repeated"  # this organization's report-id is known
+    OVER_LIMIT = "over_limit"  # the client network's reports of the last 24 hours
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +106,17 @@ class TlsReportsReceived:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def add(self, report: TlsReport, received_at: float | None = None) -> bool:
-        """Keep ``report``'s metadata; False when this organization's report-id is known."""
+    async def add(
+        self,
+        report: TlsReport,
+        *,
+        client_network: str = "",
+        per_client_per_day: int = 0,
+        received_at: float | None = None,
+    ) -> Kept:
+        """Keep ``report``'s metadata, unless its organization's report-id is known or the
+        client network left ``per_client_per_day`` reports in the last day (0: no bound)."""
+        at = time.time() if received_at is None else received_at
         row = (
             _bounded(report.organization_name),
             _bounded(report.report_id),
@@ -102,17 +124,27 @@ class TlsReportsReceived:
             report.end.timestamp(),
             _bounded(report.contact_info),
             json.dumps([policy_summary(p) for p in report.policies[:MAX_POLICIES]]),
-            time.time() if received_at is None else received_at,
+            at,
+            client_network,
         )
 
-        def insert(c: sqlite3.Connection) -> bool:
+        def insert(c: sqlite3.Connection) -> Kept:
+            if per_client_per_day:
+                (recent,) = c.execute(
+                    "SELECT COUNT(*) FROM tlsrpt_received WHERE client_network = ?"
+                    " AND received_at > ?",
+                    (client_network, at - DAY),
+                ).fetchone()
+                if recent >= per_client_per_day:
+                    return Kept.OVER_LIMIT
             cur = c.execute(
                 "INSERT INTO tlsrpt_received (organization, report_id, start_at, end_at,"
-                " contact_info, policies, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " contact_info, policies, received_at, client_network)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (organization, report_id) DO NOTHING",
                 row,
             )
-            return cur.rowcount == 1
+            return Kept.KEPT if cur.rowcount == 1 else Kept.REPEATED
 
         return await self.db.run(insert)
 

@@ -135,7 +135,8 @@ class WebhookStore:
         def op(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
             msg = c.execute(
                 "SELECT e.id, e.message_id, e.recipient, e.at, e.kind, e.detail, m.account_id, m.api_metadata,"
-                " m.dsn_of FROM events e JOIN messages m ON m.id = e.message_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
+                " m.dsn_of, m.mail_from FROM events e JOIN messages m ON m.id = e.message_id"
+                " WHERE e.id > ? ORDER BY e.id LIMIT ?",
                 (after_message_event, limit),
             ).fetchall()
             acc = c.execute(
