@@ -29,6 +29,7 @@ from secumail.config import Settings
 from secumail.errors import ConfigError, ListenError
 from secumail.mail.smtp_data import BareNewline
 from secumail.mail.verp import domain_problem
+from secumail.net.blocking_dns import BlockingDns
 from secumail.net.dns import Resolver
 from secumail.net.handoff import HandoffReceiver, HandoffSender
 from secumail.net.https_client import HttpsError, request
@@ -49,8 +50,10 @@ from secumail.pipeline.preflight import Preflight
 from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
 from secumail.pipeline.scanning import Scanner
+from secumail.pipeline.sender_auth import SenderAuthenticator
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
+from secumail.pipeline.test_address import TestAddressIntake
 from secumail.pipeline.tls_reports import TlsReporter
 from secumail.pipeline.tlsrpt_intake import TlsReportIntake
 from secumail.pipeline.webhooks import WebhookDispatcher
@@ -74,6 +77,7 @@ from secumail.store.routing import RoutingStore
 from secumail.store.schema import SCHEMA
 from secumail.store.signing import SigningStore
 from secumail.store.suppressions import SuppressionStore
+from secumail.store.test_replies import ReplyRateLimits
 from secumail.store.tls_reports_received import TlsReportsReceived
 from secumail.store.webhooks import WebhookStore
 
@@ -430,6 +434,7 @@ class Gateway:
         self.services = Services(settings)
         self.submission: SubmissionServer | None = None
         self.inbound: SubmissionServer | None = None
+        self.sender_auth: SenderAuthenticator | None = None  # the test address's checks
         self.runners: list[StageRunner] = []
         self.api: ApiServer | None = None
         self.stages: list[Stage] = []
@@ -568,7 +573,27 @@ class Gateway:
             if s.inbound.tlsrpt_address
             else None
         )
-        policy = InboundMx(bounces, reports)
+        if s.inbound.test_address:
+            self.sender_auth = SenderAuthenticator(
+                BlockingDns(s.dns.nameservers, s.dns.timeout), timeout=s.dns.timeout
+            )
+        tests = (
+            TestAddressIntake(
+                sv.intake,
+                self.sender_auth,
+                ReplyRateLimits(
+                    sv.db,
+                    per_domain=s.inbound.test_replies_per_domain_per_hour,
+                    per_network=s.inbound.test_replies_per_network_per_hour,
+                ),
+                sv.counters,
+                local_part=s.inbound.test_address,
+                hostname=s.server.hostname,
+            )
+            if self.sender_auth is not None
+            else None
+        )
+        policy = InboundMx(bounces, reports, tests)
         limits = dataclasses.replace(
             self._session_limits(),
             max_message_size=s.inbound.max_size,
@@ -587,10 +612,11 @@ class Gateway:
             raise _listen_failed(s, "inbound.listen", exc) from exc
         for host, port, _tls in self.inbound.bound:
             log.info(
-                "inbound MX listening on %s:%d (bounces%s; STARTTLS offered)",
+                "inbound MX listening on %s:%d (bounces%s%s; STARTTLS offered)",
                 host,
                 port,
                 ", TLS reports" if reports else "",
+                ", test address" if tests else "",
             )
 
     def _build_runners(self) -> None:
@@ -691,6 +717,8 @@ class Gateway:
             await self.submission.close(grace=10.0)
         if self.inbound is not None:
             await self.inbound.close(grace=10.0)
+        if self.sender_auth is not None:
+            self.sender_auth.close()
         if self.api is not None:
             await self.api.stop()
         await asyncio.gather(*(r.stop(grace=10.0) for r in self.runners))

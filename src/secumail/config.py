@@ -16,7 +16,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from secumail.errors import ConfigError
 
@@ -99,6 +107,24 @@ class InboundSettings(_Section):
     # Reports kept per client network (IPv4 /24, IPv6 /48) in any 24 hours; more are
     # answered 250, dropped and counted (tlsrpt_dropped:over_limit). 0: no bound.
     tlsrpt_per_client_per_day: int = Field(default=20, ge=0)
+    # The local part of the test address: anyone may write to <test_address>@server.hostname
+    # and gets a report (Dutch and English) on how their server connected (TLS) and
+    # authenticated (SPF, DKIM, DMARC) — only over TLS (plaintext: refused with 554 5.7.10),
+    # only to a sender whose domain passed SPF or aligned DKIM, and rate-limited. "": off.
+    test_address: str = Field(
+        default="test",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$",  # no "+": never a bounce address
+    )
+    # Test replies per hour at most, to one sender domain and to one client network (IPv4
+    # /24, IPv6 /48); over it a message is answered 250 and no reply is sent. 0: none.
+    test_replies_per_domain_per_hour: int = Field(default=10, ge=0)
+    test_replies_per_network_per_hour: int = Field(default=30, ge=0)
+
+    @model_validator(mode="after")
+    def _distinct_addresses(self) -> InboundSettings:
+        if self.test_address and self.test_address.lower() == self.tlsrpt_address.lower():
+            raise ValueError("test_address must differ from tlsrpt_address")
+        return self
 
 
 class TlsSettings(_Section):

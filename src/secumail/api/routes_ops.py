@@ -20,6 +20,7 @@ from secumail.api.refusals import refused_login
 from secumail.api.tokens import SCOPES
 from secumail.pipeline.bounce_intake import DROPPED
 from secumail.pipeline.scanning import UNAVAILABLE as SCAN_UNAVAILABLE
+from secumail.pipeline.test_address import DROPPED as TEST_DROPPED
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 from secumail.pki.passwords import dummy_hash, verify_secret
 
@@ -183,7 +184,7 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> PlainTextResponse:
     """Prometheus text format: queue depth per stage, admissions refused, deliveries by
     outcome and route method, TLS versions seen, bounces and TLS reports the inbound MX
-    dropped."""
+    dropped, test messages it did not answer."""
     ctx: ApiContext = request.app.state.ctx
     depths = await ctx.services.bus.depths()
     stats = await ctx.services.store.delivery_stats()
@@ -212,4 +213,8 @@ async def metrics(request: Request) -> PlainTextResponse:
     for name, n in (await ctx.services.counters.all(SCAN_UNAVAILABLE)).items():
         engine = name.removeprefix(SCAN_UNAVAILABLE)
         lines.append(f'secumail_scanner_unavailable_total{{engine="{engine}"}} {n}')
+    lines.append("# TYPE secumail_test_address_dropped_total counter")
+    for name, n in (await ctx.services.counters.all(TEST_DROPPED)).items():
+        reason = name.removeprefix(TEST_DROPPED)
+        lines.append(f'secumail_test_address_dropped_total{{reason="{reason}"}} {n}')
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

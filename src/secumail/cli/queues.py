@@ -9,6 +9,7 @@ from secumail.cli.output import emit
 from secumail.cli.parsing import Subcommands, command
 from secumail.pipeline.bounce_intake import DROPPED
 from secumail.pipeline.scanning import UNAVAILABLE
+from secumail.pipeline.test_address import DROPPED as TEST_DROPPED
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 
 
@@ -29,6 +30,10 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
     unavailable = {
         k.removeprefix(UNAVAILABLE): v for k, v in (await sv.counters.all(UNAVAILABLE)).items()
     }
+    # Test messages it answered with no report: plaintext, unverified sender, rate limit, …
+    tests_dropped = {
+        k.removeprefix(TEST_DROPPED): v for k, v in (await sv.counters.all(TEST_DROPPED)).items()
+    }
     text = "\n".join(f"{k:10} {v}" for k, v in data.items())
     if unavailable:
         text += "\nscanner unavailable: " + ", ".join(f"{k} {v}" for k, v in unavailable.items())
@@ -38,6 +43,10 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
         text += "\nTLS reports dropped: " + ", ".join(
             f"{k} {v}" for k, v in reports_dropped.items()
         )
+    if tests_dropped:
+        text += "\ntest messages not answered: " + ", ".join(
+            f"{k} {v}" for k, v in tests_dropped.items()
+        )
     emit(
         args.json,
         {
@@ -46,6 +55,7 @@ async def queue_show(sv: Services, args: argparse.Namespace) -> int:
             "bounces_dropped": dropped,
             "tls_reports_dropped": reports_dropped,
             "scanner_unavailable": unavailable,
+            "test_address_dropped": tests_dropped,
         },
         text,
     )

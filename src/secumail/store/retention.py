@@ -10,7 +10,8 @@ with `secumail evidence export` within the period to keep it longer). A message 
 delivery is never touched, however old.
 
 Also removed after the same period: webhook deliveries that are settled (delivered or
-failed), account events (they name suppressed addresses) and API idempotency records.
+failed), account events (they name suppressed addresses) and API idempotency records;
+the test address's rate-limit rows once their hour is over (`store/test_replies.py`).
 The audit log is not purged: it is the record of who did what, and it holds no message
 metadata (see `store/audit.py`).
 """
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from secumail.store.database import Database
+from secumail.store.test_replies import WINDOW
 
 DAY = 86400.0
 CHUNK = 500  # messages per transaction: a purge never holds the writer for long
@@ -116,6 +118,8 @@ class MetadataRetention:
             " FROM accounts a WHERE a.id = account_id), ?) * 86400.0",
             args,
         ).rowcount
+        # The test address's rate-limit rows (sender domain, client network) live an hour.
+        c.execute("DELETE FROM test_replies WHERE sent_at <= ?", (now - WINDOW,))
         # TLS reports others sent the gateway (no account): the gateway's default period.
         report.tls_reports_received += c.execute(
             "DELETE FROM tlsrpt_received WHERE received_at < ? - ? * 86400.0", args

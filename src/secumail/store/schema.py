@@ -267,6 +267,16 @@ SCHEMA: list[str] = [
         name TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     )""",
+    # Replies the test address sent (store/test_replies.py): the sender domain and client
+    # network they went to, for the hourly rate limits; rows older than an hour are purged.
+    """CREATE TABLE IF NOT EXISTS test_replies (
+        id INTEGER PRIMARY KEY,
+        sender_domain TEXT NOT NULL,
+        network TEXT NOT NULL,
+        sent_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS test_replies_domain ON test_replies (sender_domain, sent_at)",
+    "CREATE INDEX IF NOT EXISTS test_replies_network ON test_replies (network, sent_at)",
     # GDPR (store/retention.py): days an account's finished messages' metadata is kept
     # (NULL: the gateway's gdpr.retention_days).
     "ALTER TABLE accounts ADD COLUMN retention_days INTEGER",
