@@ -972,9 +972,9 @@ def alert_texts(report: HealthReport, *, raised: bool) -> dict[str, AlertText]:
         ),
         (
             "nl",
-            f"{n} probleem{'en' if n != 1 else ''} met de DNS-records van {d}",
+            f"{n} {'problemen' if n != 1 else 'probleem'} met de DNS-records van {d}",
             f"De dagelijkse controle van {d} door Secumail vond {n} "
-            f"probleem{'en' if n != 1 else ''}: mail van dit domein kan tot het hersteld is "
+            f"{'problemen' if n != 1 else 'probleem'}: mail van dit domein kan tot het hersteld is "
             "geweigerd, niet ondertekend of als spam gezien worden.",
             "U krijgt nog één mail als alles hersteld is.",
         ),
