@@ -164,7 +164,10 @@ async def domain_show(sv: Services, args: argparse.Namespace) -> int:
     account = await sv.store.get_account(domain.account_id)
     report = None if args.now else await sv.domain_health.last(name)
     if report is None:
-        report = await sv.domain_health.check(name)
+        try:
+            report = await sv.domain_health.check(name)
+        finally:
+            await sv.connector.close()  # the probe's connections to the domain's MX servers
     data = {
         "domain": name,
         "account": account.id,
