@@ -175,6 +175,13 @@ def test_a_deleted_dkim_record_raises_its_alert_exactly_once_and_once_when_fixed
     assert dkim_fail["id"] == "auth_dkim_exist" and dkim_fail["record"] == rsa["name"]
     assert "Publish it again" in dkim_fail["advice"]["en"] and dkim_fail["advice"]["nl"]
 
+    shown = gw.cli("domain", "show", "hospital.test", check=False)
+    assert shown["alert_open"] is True
+    human = gw.cli_process("domain", "show", "hospital.test")
+    assert human.returncode == 2, human.stderr  # a broken record: scripts notice
+    assert f"✗ DKIM-sleutel gepubliceerd ({rsa['name']})" in human.stdout  # the account's language
+    assert "[alert]" in human.stdout and "Publiceer het opnieuw" in human.stdout
+
     # More checks run while it stays broken: nobody is told again.
     seen = broken.json()["checked_at"]
     for _ in range(3):

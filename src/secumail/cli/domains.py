@@ -14,6 +14,7 @@ from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
 from secumail.mail.dns_records import txt_rdata, zone_line
 from secumail.mail.domain_health import HealthReport, Status, advice, title
+from secumail.pipeline.account_alerts import AlertKind
 from secumail.store.audit_chain import AuditKind
 
 
@@ -168,14 +169,20 @@ async def domain_show(sv: Services, args: argparse.Namespace) -> int:
             report = await sv.domain_health.check(name)
         finally:
             await sv.connector.close()  # the probe's connections to the domain's MX servers
+    open_alerts = await sv.account_alerts.open(account.id, str(AlertKind.DOMAIN_DNS))
+    alert_open = any(a.about == name for a in open_alerts)
     data = {
         "domain": name,
         "account": account.id,
         "verified": domain.verified,
         "verified_at": domain.verified_at,
+        "alert_open": alert_open,
         "health": report.to_dict(),
     }
-    emit(args.json, data, "\n".join(health_lines(report, args.lang or account.locale)))
+    lines = health_lines(report, args.lang or account.locale)
+    if alert_open:
+        lines.append(f"\nthe domain_dns_error alert about {name} is open (told once; told again when fixed)")
+    emit(args.json, data, "\n".join(lines))
     return 2 if report.problems else 0
 
 
