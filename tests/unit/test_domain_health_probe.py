@@ -144,3 +144,18 @@ def test_spf_includes_are_followed_within_the_lookup_limit(gateway_db: Database)
 
     asyncio.run(main())
 
+
+
+def test_a_removed_domain_takes_its_report_and_open_alert_along(gateway_db: Database) -> None:
+    async def main() -> None:
+        p = Parts(gateway_db)
+        account_id = await p.onboard()
+        del p.dns.records[f"_secumail.{DOMAIN}"]
+        assert (await p.health.check(DOMAIN, inbound=False)).problems
+        assert len(await p.alerts.open(account_id)) == 1
+        await p.store.delete_domain(DOMAIN)
+        assert await p.alerts.open(account_id) == []
+        assert await p.health.last(DOMAIN) is None
+        assert await p.told() == [("domain_dns_error", "raised")]  # nobody told on removal
+
+    asyncio.run(main())

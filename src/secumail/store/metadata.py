@@ -290,7 +290,12 @@ class MetadataStore:
     async def delete_domain(self, name: str) -> None:
         def op(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM domains WHERE name = ?", (name,))
+            # Its health report and its open DNS alert go with it (nobody is told: the
+            # domain is no longer theirs to fix).
             c.execute("DELETE FROM domain_health WHERE domain = ?", (name,))
+            c.execute(
+                "DELETE FROM account_alerts WHERE kind = 'domain_dns_error' AND about = ?", (name,)
+            )
 
         await self.db.run(op)
 
