@@ -40,6 +40,7 @@ from secumail.pipeline.account_alerts import AccountAlerts
 from secumail.pipeline.auth_throttle import AuthThrottle
 from secumail.pipeline.bounce_intake import BounceIntake
 from secumail.pipeline.bus import Bus
+from secumail.pipeline.domain_health import DomainHealth
 from secumail.pipeline.domain_setup import DomainSetup
 from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
 from secumail.pipeline.inbound_mx import InboundMx
@@ -69,6 +70,7 @@ from secumail.store.audit import AuditLog, derive_key
 from secumail.store.audit_chain import AuditKind
 from secumail.store.counters import Counters
 from secumail.store.database import Database
+from secumail.store.domain_health import DomainHealthStore
 from secumail.store.idempotency import IdempotencyStore
 from secumail.store.metadata import MetadataStore
 from secumail.store.personal_data import PersonalData
@@ -292,6 +294,22 @@ class Services:
     def preflight(self) -> Preflight:
         return Preflight(
             self.planner, self.connector, cache_seconds=self.settings.delivery.preflight_cache
+        )
+
+    @functools.cached_property
+    def domain_health(self) -> DomainHealth:
+        s = self.settings
+        return DomainHealth(
+            self.store,
+            DomainHealthStore(self.db),
+            self.keyring,
+            self.resolver,
+            # its own probe without the preflight cache: each check sees the MX as it is now
+            Preflight(self.planner, self.connector, cache_seconds=0.0),
+            self.account_alerts,
+            hostname=s.server.hostname,
+            gateway_domain=s.gateway_domain,
+            bounce_addresses=bool(s.inbound.listen),
         )
 
     @functools.cached_property
@@ -684,6 +702,12 @@ class Gateway:
         if self.runners and self.worker == 0:
             tasks.append(loop.create_task(self.services.webhook_dispatcher.run(), name="webhooks"))
             tasks.append(loop.create_task(self._daily_purge(), name="gdpr-purge"))
+            tasks.append(
+                loop.create_task(
+                    self.services.domain_health.run(self.settings.domains.health_interval),
+                    name="domain-health",
+                )
+            )
         stopper = loop.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:

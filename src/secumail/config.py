@@ -274,6 +274,12 @@ class GdprSettings(_Section):
     purge_interval: float = Field(default=24 * 3600, gt=0)  # seconds between purges
 
 
+class DomainsSettings(_Section):
+    # Seconds between two health checks of a customer domain (pipeline/domain_health.py):
+    # its DNS records and its own MX servers; the domains are spread over the interval.
+    health_interval: float = Field(default=24 * 3600, gt=0)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -294,6 +300,7 @@ class Settings(BaseModel):
     tlsrpt: TlsRptSettings = TlsRptSettings()
     api: ApiSettings = ApiSettings()
     gdpr: GdprSettings = GdprSettings()
+    domains: DomainsSettings = DomainsSettings()
 
     _source: Path | None = PrivateAttr(default=None)  # the file read, if any
     _from_env: dict[str, str] = PrivateAttr(default_factory=dict)  # "api.listen" -> variable
@@ -413,4 +420,3 @@ def load_settings(path: Path | None, environ: dict[str, str] | None = None) -> S
     if path is not None and path.exists():
         settings._source = path
     return settings
-

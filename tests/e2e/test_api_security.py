@@ -90,12 +90,14 @@ def test_another_accounts_objects_are_not_found(
         f"/v1/messages/{sent}",
         f"/v1/messages/{sent}/evidence/dr@clinic.test",
         "/v1/domains/hospital.test",
+        "/v1/domains/hospital.test/health",
         f"/v1/webhooks/{hook.json()['id']}/deliveries",
         "/v1/suppressions/gone@clinic.test",
     ):
         assert hospital.get(path).status_code == 200, path
         problem(school.get(path), 404)
     problem(school.post("/v1/domains/hospital.test/verify"), 404)
+    problem(school.get("/v1/domains/hospital.test/health?refresh=true"), 404)
     problem(school.delete(f"/v1/webhooks/{hook.json()['id']}"), 404)
     problem(school.delete("/v1/suppressions/gone@clinic.test"), 404)
     problem(school.delete("/v1/domains/hospital.test"), 404)

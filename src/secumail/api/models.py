@@ -167,6 +167,31 @@ class DomainCheckOut(BaseModel):
     checks: list[dict[str, Any]]
 
 
+class HealthCheckOut(BaseModel):
+    id: str = Field(
+        description="the check, named after internet.nl's (auth_spf_policy, starttls_dane_valid, …)"
+    )
+    part: Literal["sending", "inbound"] = Field(
+        description="sending: records Secumail's mail relies on; inbound: the domain's own MX servers"
+    )
+    status: Literal["ok", "warn", "fail", "info"]
+    alerting: bool = Field(description="this failure is part of the domain_dns_error alert")
+    title: str
+    record: str = Field(description="the DNS name or mail server looked at")
+    found: str = Field(description="what was there (shortened)")
+    problem: str = Field(description="why it is not ok, a stable code; empty when ok")
+    expected: str = Field(description="what should be there, when Secumail knows it")
+    advice: dict[str, str] = Field(description="what to do, per language (en, nl); empty when ok")
+
+
+class DomainHealthOut(BaseModel):
+    domain: str
+    checked_at: float
+    status: Literal["ok", "warn", "fail"]
+    alert_open: bool = Field(description="a domain_dns_error alert about this domain is open")
+    checks: list[HealthCheckOut]
+
+
 class SuppressionIn(_Model):
     address: str = Field(min_length=3, max_length=254)
     reason: str = Field(default="added by API", max_length=500)

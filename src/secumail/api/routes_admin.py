@@ -11,8 +11,10 @@ from secumail.api.context import ApiContext, Caller, decode_cursor, encode_curso
 from secumail.api.models import (
     DnsRecord,
     DomainCheckOut,
+    DomainHealthOut,
     DomainIn,
     DomainOut,
+    HealthCheckOut,
     SuppressionIn,
     SuppressionOut,
     SuppressionPage,
@@ -24,6 +26,8 @@ from secumail.api.problems import ApiProblem, error_responses
 from secumail.api.routes_gdpr import api_actor
 from secumail.errors import ConflictError, NotFound
 from secumail.mail.address import AddressError, normalise_domain, parse_address
+from secumail.mail.domain_health import HealthReport, advice, title
+from secumail.pipeline.account_alerts import AlertKind
 from secumail.pipeline.webhooks import UnsafeTarget, check_target
 from secumail.store.audit_chain import AuditKind
 from secumail.store.records import Domain
@@ -119,16 +123,66 @@ async def verify_domain(
         domain.name,
         {"owned": result.owned, "dkim_published": result.dkim_published},
     )
-    if not (result.owned and result.dkim_published):
-        missing = [c["record"] for c in result.checks if not c["ok"]]
-        await ctx.services.account_events.record(
-            who.account.id, "domain_dns_error", {"domain": domain.name, "missing": missing}
-        )
+    # The records the daily health check watches, DNS only: a broken one raises the
+    # domain's `domain_dns_error` alert (webhook and mail) once, a fixed one resolves it.
+    await ctx.services.domain_health.check(domain.name, inbound=False)
     return DomainCheckOut(
         name=domain.name,
         verified=result.verified,
         dkim_published=result.dkim_published,
         checks=result.checks,
+    )
+
+
+@router.get(
+    "/v1/domains/{name}/health",
+    response_model=DomainHealthOut,
+    tags=["domains"],
+    responses=ERRORS,
+)
+async def domain_health(
+    request: Request,
+    name: str,
+    who: Annotated[Caller, Depends(require("domains:manage"))],
+    refresh: Annotated[bool, Query(description="check now instead of the last report")] = False,
+) -> DomainHealthOut:
+    """The domain's health report (the daily check): its sending records (ownership,
+    DKIM, SPF, DMARC) and its own inbound mail (MX, STARTTLS, DANE, MTA-STS, TLSRPT).
+    The last report is served; `refresh=true`, or no report yet, checks now."""
+    ctx: ApiContext = request.app.state.ctx
+    domain = await _own_domain(ctx, who, name)
+    health = ctx.services.domain_health
+    report = None if refresh else await health.last(domain.name)
+    if report is None:
+        report = await health.check(domain.name)
+    open_alerts = await ctx.services.account_alerts.open(who.account.id, str(AlertKind.DOMAIN_DNS))
+    return _health_out(report, any(a.about == domain.name for a in open_alerts))
+
+
+def _health_out(report: HealthReport, alert_open: bool) -> DomainHealthOut:
+    data = report.to_dict()
+    return DomainHealthOut(
+        domain=report.domain,
+        checked_at=report.checked_at,
+        status=data["status"],
+        alert_open=alert_open,
+        checks=[
+            HealthCheckOut(
+                id=c.id,
+                part=data["checks"][i]["part"],
+                status=data["checks"][i]["status"],
+                alerting=report.alerting(c),
+                title=title(c),
+                record=c.record,
+                found=c.found,
+                problem=c.problem,
+                expected=c.expected,
+                advice={
+                    lang: text for lang in ("en", "nl") if (text := advice(c, report.domain, lang))
+                },
+            )
+            for i, c in enumerate(report.checks)
+        ],
     )
 
 
@@ -245,7 +299,10 @@ async def delete_suppression(
     if not await ctx.services.suppressions.remove(who.account.id, _address(address)):
         raise ApiProblem(404, "not-found", f"{address} is not suppressed")
     await ctx.services.audit.record(
-        api_actor(who), AuditKind.SUPPRESSION_REMOVED, _address(address), {"account": who.account.id}
+        api_actor(who),
+        AuditKind.SUPPRESSION_REMOVED,
+        _address(address),
+        {"account": who.account.id},
     )
     return Response(status_code=204)
 

@@ -10,7 +10,9 @@ from typing import Protocol
 
 from secumail.net.dns import Resolver
 from secumail.pipeline.acceptance import MessageAcceptor
+from secumail.pipeline.account_alerts import AccountAlerts
 from secumail.pipeline.bus import Bus
+from secumail.pipeline.domain_health import DomainHealth
 from secumail.pipeline.domain_setup import DomainSetup
 from secumail.pipeline.intake import Intake
 from secumail.pipeline.preflight import Preflight
@@ -56,6 +58,13 @@ class ApiServices(Protocol):
 
     @property
     def keyring(self) -> DkimKeyring: ...
+
+    # the daily health check of a domain, and the alerts it raises
+    @property
+    def domain_health(self) -> DomainHealth: ...
+
+    @property
+    def account_alerts(self) -> AccountAlerts: ...
 
     @property
     def resolver(self) -> Resolver: ...

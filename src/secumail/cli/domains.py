@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 
 from secumail.app import Services
@@ -12,6 +13,8 @@ from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError, NotFound
 from secumail.mail.address import AddressError, normalise_domain
 from secumail.mail.dns_records import txt_rdata, zone_line
+from secumail.mail.domain_health import HealthReport, Status, advice, title
+from secumail.pipeline.account_alerts import AlertKind
 from secumail.store.audit_chain import AuditKind
 
 
@@ -105,6 +108,10 @@ async def domain_verify(sv: Services, args: argparse.Namespace) -> int:
         result.domain,
         {"owned": result.owned, "dkim_published": result.dkim_published},
     )
+    # The same records as the daily health check, DNS only: raises or resolves the
+    # domain's `domain_dns_error` alert, once (not for the gateway's own domain: NotFound).
+    with contextlib.suppress(NotFound):
+        await sv.domain_health.check(result.domain, inbound=False)
     lines = [
         f"{'✓' if c['ok'] else '✗'} {c['what']}: {c['record']}"
         + ("" if c["ok"] else f' should be "{c["expected"]}", found {c["found"] or "nothing"}')
@@ -125,6 +132,58 @@ async def domain_verify(sv: Services, args: argparse.Namespace) -> int:
         "\n".join(lines),
     )
     return 0 if result.owned and result.dkim_published else 2
+
+
+_MARK = {Status.OK: "✓", Status.WARN: "!", Status.FAIL: "✗", Status.INFO: "i"}
+
+
+def health_lines(report: HealthReport, locale: str) -> list[str]:
+    """The report for a terminal: one line per check, the fix under each that needs one."""
+    lines = [f"health of {report.domain}: {report.status}, checked {when(report.checked_at)}"]
+    for part, heading in (
+        ("sending", "sending (Secumail relies on these)"),
+        ("inbound", "your own inbound mail (internet.nl's mail test)"),
+    ):
+        lines += ["", heading]
+        for c in report.checks:
+            if str(c.part) != part:
+                continue
+            flag = " [alert]" if report.alerting(c) else ""
+            found = f": {c.found}" if c.found else ""
+            lines.append(f"  {_MARK[c.status]} {title(c, locale)} ({c.record}){found}{flag}")
+            fix = advice(c, report.domain, locale)
+            if fix:
+                lines.append(f"      → {fix}")
+    return lines
+
+
+async def domain_show(sv: Services, args: argparse.Namespace) -> int:
+    """The domain's health report: the last one the gateway made, or a new one (`--now`,
+    or when none was made yet). Exit 2 when a sending record is broken."""
+    name = _domain_arg(args.domain)
+    domain = await sv.store.get_domain(name)
+    account = await sv.store.get_account(domain.account_id)
+    report = None if args.now else await sv.domain_health.last(name)
+    if report is None:
+        try:
+            report = await sv.domain_health.check(name)
+        finally:
+            await sv.connector.close()  # the probe's connections to the domain's MX servers
+    open_alerts = await sv.account_alerts.open(account.id, str(AlertKind.DOMAIN_DNS))
+    alert_open = any(a.about == name for a in open_alerts)
+    data = {
+        "domain": name,
+        "account": account.id,
+        "verified": domain.verified,
+        "verified_at": domain.verified_at,
+        "alert_open": alert_open,
+        "health": report.to_dict(),
+    }
+    lines = health_lines(report, args.lang or account.locale)
+    if alert_open:
+        lines.append(f"\nthe domain_dns_error alert about {name} is open (told once; told again when fixed)")
+    emit(args.json, data, "\n".join(lines))
+    return 2 if report.problems else 0
 
 
 async def domain_list(sv: Services, args: argparse.Namespace) -> int:
@@ -195,6 +254,17 @@ def register(sub: Subcommands) -> None:
     c.add_argument("domain")
     c = command(domain, "verify", "check the DNS records and mark the domain verified")
     c.add_argument("domain")
+    c = command(domain, "show", "the domain's health report: DNS records and its own MX servers")
+    c.add_argument("domain")
+    c.add_argument(
+        "--now", action="store_true", help="check now instead of showing the last report"
+    )
+    c.add_argument(
+        "--lang",
+        choices=["en", "nl"],
+        default=None,
+        help="language of the fixes (default: the account's)",
+    )
     c = command(domain, "list", "list domains")
     c.add_argument("--account", default=None)
     c = command(domain, "records", "the DNS records to publish for a domain")
@@ -212,6 +282,7 @@ COMMANDS = {
     ("domain", "add"): domain_add,
     ("domain", "records"): domain_records,
     ("domain", "verify"): domain_verify,
+    ("domain", "show"): domain_show,
     ("domain", "list"): domain_list,
     ("domain", "rotate-dkim"): domain_rotate_dkim,
     ("domain", "retire-dkim"): domain_retire_dkim,

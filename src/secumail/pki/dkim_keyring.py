@@ -124,6 +124,17 @@ class DkimKeyring:
         self, domain: str, lookup: TxtLookup
     ) -> list[tuple[DkimRecord, bool, list[str]]]:
         """Look up each unretired key's record; mark it published (or not) accordingly."""
+        results = await self.look_up(domain, lookup)
+        for record, ok, _found in results:
+            await self.store.mark_dkim_published(domain, record.selector, ok)
+        self._cache.discard(domain)
+        return results
+
+    async def look_up(
+        self, domain: str, lookup: TxtLookup
+    ) -> list[tuple[DkimRecord, bool, list[str]]]:
+        """Each unretired key's record as DNS has it now, and whether it matches the key;
+        changes nothing (the daily health check watches, it does not stop signing)."""
         results = []
         for row in await self.store.dkim_keys(domain):
             if row.retired_at is not None:
@@ -131,9 +142,7 @@ class DkimKeyring:
             key = self._load(row)
             found = await lookup(key.record_name)
             ok = any(dkim.record_matches(key, txt) for txt in found)
-            await self.store.mark_dkim_published(domain, row.selector, ok)
             results.append((_record(row), ok, found))
-        self._cache.discard(domain)
         return results
 
     async def signing_keys(self, domain: str) -> list[dkim.DkimKey]:

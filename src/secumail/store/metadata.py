@@ -289,7 +289,16 @@ class MetadataStore:
         return [_domain(r) for r in await self._of_account("domains", "name", account_id)]
 
     async def delete_domain(self, name: str) -> None:
-        await self.db.run(lambda c: c.execute("DELETE FROM domains WHERE name = ?", (name,)))
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM domains WHERE name = ?", (name,))
+            # Its health report and its open DNS alert go with it (nobody is told: the
+            # domain is no longer theirs to fix).
+            c.execute("DELETE FROM domain_health WHERE domain = ?", (name,))
+            c.execute(
+                "DELETE FROM account_alerts WHERE kind = 'domain_dns_error' AND about = ?", (name,)
+            )
+
+        await self.db.run(op)
 
     async def mark_domain_verified(self, name: str) -> None:
         await self.db.run(

@@ -236,6 +236,14 @@ SCHEMA: list[str] = [
         raised_at REAL NOT NULL,
         PRIMARY KEY (account_id, kind, about)
     )""",
+    # The last health report of each customer domain (store/domain_health.py): metadata
+    # about the domain's DNS and MX servers, read by `domain show` and the API.
+    """CREATE TABLE IF NOT EXISTS domain_health (
+        domain TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        checked_at REAL NOT NULL,
+        report TEXT NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS cursors (
         name TEXT PRIMARY KEY,
         position INTEGER NOT NULL
