@@ -48,6 +48,7 @@ from secumail.pipeline.mx_connector import MxConnector
 from secumail.pipeline.preflight import Preflight
 from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
+from secumail.pipeline.sender_watch import SenderWatch
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
 from secumail.pipeline.tls_reports import TlsReporter
@@ -64,6 +65,7 @@ from secumail.store.account_events import AccountEventLog
 from secumail.store.audit import AuditLog, derive_key
 from secumail.store.audit_chain import AuditKind
 from secumail.store.counters import Counters
+from secumail.store.credential_tls import CredentialTlsStore
 from secumail.store.database import Database
 from secumail.store.idempotency import IdempotencyStore
 from secumail.store.metadata import MetadataStore
@@ -249,6 +251,22 @@ class Services:
         return AccountAlerts(self.db, self.store, self.intake, hostname=self.settings.server.hostname)
 
     @functools.cached_property
+    def credential_tls(self) -> CredentialTlsStore:
+        return CredentialTlsStore(self.db)
+
+    @functools.cached_property
+    def sender_watch(self) -> SenderWatch:
+        """The TLS of each credential's submissions and bursts of failed logins (SMTP and
+        API of this process together), told through `account_alerts`."""
+        s = self.settings.submission
+        return SenderWatch(
+            self.account_alerts,
+            self.credential_tls,
+            auth_failures=s.auth_alert_failures,
+            auth_window=s.auth_alert_window,
+        )
+
+    @functools.cached_property
     def acceptor(self) -> MessageAcceptor:
         s = self.settings
         return MessageAcceptor(
@@ -334,6 +352,7 @@ class Services:
             oidc,
             RateLimiter(s.api.rate_limit_per_minute),
             throttle=self.auth_throttle,
+            senders=self.sender_watch,
         )
 
     def _jwks_fetcher(self, url: str) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -482,6 +501,7 @@ class Gateway:
             sv.acceptor,
             throttle=sv.auth_throttle,
             audit=sv.audit,
+            watch=sv.sender_watch,
         )
         self.submission = SubmissionServer(
             policy,
@@ -631,6 +651,9 @@ class Gateway:
         if self.runners and self.worker == 0:
             tasks.append(loop.create_task(self.services.webhook_dispatcher.run(), name="webhooks"))
             tasks.append(loop.create_task(self._daily_purge(), name="gdpr-purge"))
+        # Every process: its own failed-login counts and TLS records (sender_watch).
+        if self._wants("submission") or (self.settings.api.enabled and self._wants("api")):
+            tasks.append(loop.create_task(self.services.sender_watch.run(), name="senders"))
         stopper = loop.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -673,6 +696,11 @@ class Gateway:
                 await t
         for stage in self.stages:
             await stage.close()
+        if "sender_watch" in self.services.__dict__:  # built: write what it holds
+            try:
+                await self.services.sender_watch.close()
+            except Exception:
+                log.exception("writing the senders' TLS records at shutdown failed")
         await self.services.bus.close()
         # Let a batch in flight (or one waiting for another worker's transaction) finish
         # on this loop before the blocking close.

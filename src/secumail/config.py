@@ -72,6 +72,11 @@ class SubmissionSettings(_Section):
     max_junk_commands: int = Field(default=100, ge=1)  # NOOP, RSET, VRFY, HELP per session
     auth_failure_limit: int = 5
     auth_failure_window: float = 300.0
+    # Watching senders (pipeline/sender_watch.py): this many failed logins of one existing
+    # credential within the window (seconds; throttled attempts count) tell its account
+    # once (`auth_failures`); a whole window without a failure tells it is over.
+    auth_alert_failures: int = Field(default=10, ge=2)
+    auth_alert_window: float = Field(default=600.0, gt=0)
     max_errors: int = 10
     # A line ending in a bare LF (Postfix 3.9's smtpd_forbid_bare_newline): "normalize"
     # takes it as CRLF, "reject" refuses it (554 5.5.2 in DATA, 500 5.5.2 for a command).

@@ -19,6 +19,7 @@ from secumail.api.problems import ApiProblem, error_responses, problem_response
 from secumail.api.refusals import refused_login
 from secumail.api.tokens import SCOPES
 from secumail.pipeline.bounce_intake import DROPPED
+from secumail.pipeline.sender_watch import Sender
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 from secumail.pki.passwords import dummy_hash, verify_secret
 
@@ -89,6 +90,8 @@ async def token(request: Request) -> JSONResponse:
     if throttle is not None and throttle.blocked(ip, client_id):
         # Checked before the slow hash: a guesser costs no scrypt once throttled.
         await refused_login(ctx, request, client_id, "throttled after failed logins")
+        if ctx.senders is not None:
+            ctx.senders.login_failed(client_id, None)
         return problem_response(
             429,
             "too-many-failures",
@@ -101,6 +104,13 @@ async def token(request: Request) -> JSONResponse:
     if not (ok and usable and cred is not None):
         if throttle is not None:
             throttle.failed(ip, client_id)
+        if ctx.senders is not None:
+            known = (
+                Sender(cred.id, cred.account_id, cred.username)
+                if cred is not None and cred.revoked_at is None
+                else None
+            )
+            ctx.senders.login_failed(client_id, known)
         await refused_login(ctx, request, client_id, "unknown client or wrong secret")
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
     allowed = set(cred.scopes or SCOPES)
