@@ -91,7 +91,7 @@ async def token(request: Request) -> JSONResponse:
         # Checked before the slow hash: a guesser costs no scrypt once throttled.
         await refused_login(ctx, request, client_id, "throttled after failed logins")
         if ctx.senders is not None:
-            ctx.senders.login_failed(client_id, None)
+            await ctx.senders.login_throttled(client_id, ctx.services.store.credential_by_username)
         return problem_response(
             429,
             "too-many-failures",
@@ -105,12 +105,7 @@ async def token(request: Request) -> JSONResponse:
         if throttle is not None:
             throttle.failed(ip, client_id)
         if ctx.senders is not None:
-            known = (
-                Sender(cred.id, cred.account_id, cred.username)
-                if cred is not None and cred.revoked_at is None
-                else None
-            )
-            ctx.senders.login_failed(client_id, known)
+            ctx.senders.login_failed(client_id, Sender.of(cred))
         await refused_login(ctx, request, client_id, "unknown client or wrong secret")
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
     allowed = set(cred.scopes or SCOPES)

@@ -4,7 +4,7 @@ Per credential, on every accepted submission (SMTP: `pipeline/submission.py`; AP
 `api/routes_messages.py`) the TLS version and cipher are compared with the strongest the
 credential used before (`mail/tls_strength.py`). Below it: alert `sender_tls_warning`
 (raised); back at it: resolved. Failed logins of a known credential (SMTP AUTH and the
-API's token endpoint, throttled attempts included) are counted; `auth_alert_failures`
+API's token endpoint; attempts the throttle turned away too) are counted; `auth_alert_failures`
 within `auth_alert_window` seconds: alert `auth_failures`; resolved when no login of that
 credential has failed for a whole window (a successful login does not resolve it: the
 owner logging in says nothing about the guesser). Telling is `AccountAlerts`' job, once
@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from secumail.mail import sender_alert_texts as texts
 from secumail.mail.tls_strength import TlsUse
 from secumail.pipeline.account_alerts import AccountAlerts, AlertKind, AlertTexts
 from secumail.store.credential_tls import CredentialTls, CredentialTlsStore
+from secumail.store.records import Credential
 
 log = logging.getLogger("secumail.senders")
 
@@ -52,6 +53,13 @@ class Sender:
     credential_id: str
     account_id: str
     username: str
+
+    @classmethod
+    def of(cls, cred: Credential | None) -> Sender | None:
+        """The credential as a sender to watch; None when unknown or revoked."""
+        if cred is None or cred.revoked_at is not None:
+            return None
+        return cls(cred.id, cred.account_id, cred.username)
 
 
 class SenderWatch:
@@ -161,10 +169,26 @@ class SenderWatch:
             self._tell(key, sender, False, detail, words)
 
     # -- logins ----------------------------------------------------------------------
+    async def login_throttled(
+        self, username: str, find: Callable[[str], Awaitable[Credential | None]]
+    ) -> None:
+        """A login turned away by the throttle before its password was checked: counted
+        for the credential of that name when there is one (known from an earlier failure,
+        else one indexed read; never a write)."""
+        sender = self._by_username.get(username)
+        if sender is None:
+            try:
+                sender = Sender.of(await find(username))
+            except Exception:
+                log.exception("looking up a throttled username failed")
+                return
+        if sender is not None:
+            self.login_failed(username, sender)
+
     def login_failed(self, username: str, sender: Sender | None) -> None:
-        """A failed or throttled login for `username`; `sender` when the credential is
-        known (and usable) — None for a throttled attempt, which is matched by username
-        against credentials seen failing before. Unknown usernames are not counted."""
+        """A failed login for `username`; `sender` when the credential exists and is not
+        revoked, else None (matched by username against credentials seen before; unknown
+        usernames are not counted)."""
         if sender is not None:
             self._remember(sender)
         else:
@@ -262,10 +286,14 @@ class SenderWatch:
             self._dirty |= dirty  # written at the next flush
             raise
 
+    async def settled(self) -> None:
+        """Wait until the alerts and writes under way are done."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def close(self) -> None:
         """Let the alerts being told finish, then write what is left."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.settled()
         await self.flush()
 
     # -- plumbing --------------------------------------------------------------------

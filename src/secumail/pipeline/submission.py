@@ -72,7 +72,7 @@ class SubmissionPolicyImpl:
         if self.throttle.blocked(client_ip, username):
             log.warning("auth throttled for %s from %s", username[:64], client_ip)
             if self.watch is not None:
-                self.watch.login_failed(username, None)
+                await self.watch.login_throttled(username, self.store.credential_by_username)
             return AuthOutcome.THROTTLED, None
         cred = await self.store.credential_by_username(username)
         usable = cred is not None and cred.revoked_at is None and cred.kind == "smtp"
@@ -87,12 +87,7 @@ class SubmissionPolicyImpl:
             self.throttle.failed(client_ip, username)
             log.warning("auth failed for %s from %s", username[:64], client_ip)
             if self.watch is not None:
-                known = (
-                    Sender(cred.id, cred.account_id, username)
-                    if cred is not None and cred.revoked_at is None
-                    else None
-                )
-                self.watch.login_failed(username, known)
+                self.watch.login_failed(username, Sender.of(cred))
             reason = (
                 "unknown user"
                 if cred is None
