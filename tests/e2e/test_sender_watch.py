@@ -142,6 +142,9 @@ def test_an_api_client_falling_to_tls12_is_told_once(
     assert event["type"] == "sender_tls_warning" and event["data"]["channel"] == "api"
     assert event["data"]["now"]["version"] == "TLSv1.2"
     assert len(_alert_mails(own, 1)) == 1
+    (open_alert,) = api.get("/v1/alerts").json()
+    assert open_alert["kind"] == "sender_tls_warning" and open_alert["about"] == event["data"]["about"]
+    assert open_alert["detail"]["before"]["version"] == "TLSv1.3"
     other.wait_for(3)
     assert len(_events(receiver)) == 1
 

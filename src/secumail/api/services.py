@@ -10,6 +10,7 @@ from typing import Protocol
 
 from secumail.net.dns import Resolver
 from secumail.pipeline.acceptance import MessageAcceptor
+from secumail.pipeline.account_alerts import AccountAlerts
 from secumail.pipeline.bus import Bus
 from secumail.pipeline.domain_setup import DomainSetup
 from secumail.pipeline.intake import Intake
@@ -79,6 +80,10 @@ class ApiServices(Protocol):
 
     @property
     def account_events(self) -> AccountEventLog: ...
+
+    # alerts told and not yet over (sender TLS, failed logins, domain DNS)
+    @property
+    def account_alerts(self) -> AccountAlerts: ...
 
     # operator counters (bounces the inbound MX dropped)
     @property
