@@ -170,13 +170,20 @@ def test_two_processes_keep_the_strongest_best(gateway_db: Database) -> None:
         p = Parts(gateway_db, Clock())
         s = await p.sender()
         one, two = p.new_watch(), p.new_watch()
-        await one.submitted(s, "smtp", *T12)
-        await two.submitted(s, "smtp", *T13)
+        p.clock.now += 1
+        await one.submitted(s, "smtp", *T12)  # the later use, written first
+        p.clock.now -= 1
+        await two.submitted(s, "smtp", *T13)  # the earlier use, written last
+        await one.close()
         await two.close()
-        await one.close()  # written last, but with a weaker best: the stored best stays
         record = await p.records.get(s.credential_id)
-        assert record is not None and record.best_version == "TLSv1.3"
-        assert record.last_version == "TLSv1.2"
+        assert record is not None and record.best_version == "TLSv1.3"  # the strongest either saw
+        assert record.last_version == "TLSv1.2"  # the latest use, whatever the order of writes
+        p.clock.now += 10
+        await one.submitted(s, "smtp", *T12)
+        await one.close()
+        record = await p.records.get(s.credential_id)
+        assert record is not None and record.best_version == "TLSv1.3"  # a weaker best never lowers it
 
     asyncio.run(main())
 
@@ -302,5 +309,26 @@ def test_throttled_attempts_count_for_an_existing_credential_only(gateway_db: Da
         assert [(k, st, d["about"]) for k, st, d in told] == [
             ("auth_failures", "raised", s.credential_id)
         ]
+
+    asyncio.run(main())
+
+
+def test_a_new_credential_is_written_at_once_not_only_at_the_sweep(gateway_db: Database) -> None:
+    async def main() -> None:
+        p = Parts(gateway_db, Clock())
+        s = await p.sender()
+        await p.watch.submitted(s, "smtp", *T13)
+        await p.watch.settled()  # no close, no sweep: as a process killed right after
+        record = await p.records.get(s.credential_id)
+        assert record is not None and record.best_version == "TLSv1.3"
+        # The same TLS again changes only the time: kept in memory until the sweep.
+        p.clock.now += 5
+        await p.watch.submitted(s, "smtp", *T13)
+        await p.watch.settled()
+        stored = await p.records.get(s.credential_id)
+        assert stored is not None and stored.last_seen == record.last_seen
+        await p.watch.sweep()
+        stored = await p.records.get(s.credential_id)
+        assert stored is not None and stored.last_seen == record.last_seen + 5
 
     asyncio.run(main())

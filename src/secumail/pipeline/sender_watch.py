@@ -110,9 +110,10 @@ class SenderWatch:
         self._remember(sender)
         now = self.clock()
         record = self._tls.get(cid)
+        stored = True
         if record is None:
-            record = await self._load(sender, channel, use, now)
-        changed = (record.last_version, record.last_cipher, record.last_channel) != (
+            record, stored = await self._load(sender, channel, use, now)
+        changed = not stored or (record.last_version, record.last_cipher, record.last_channel) != (
             use.version,
             use.cipher,
             channel,
@@ -130,10 +131,14 @@ class SenderWatch:
             self._flush_soon = self._spawn(self._flush_now())
         self._reconcile_tls(sender, record)
 
-    async def _load(self, sender: Sender, channel: str, use: TlsUse, now: float) -> CredentialTls:
-        """The record of a credential first seen in this process (from the store, or new)."""
+    async def _load(
+        self, sender: Sender, channel: str, use: TlsUse, now: float
+    ) -> tuple[CredentialTls, bool]:
+        """The record of a credential first seen in this process, and whether the store
+        has it (else it is new, made from this use)."""
         cid = sender.credential_id
         record = await self.records.get(cid)
+        stored = record is not None
         if record is None:
             record = CredentialTls(
                 cid, sender.account_id, use.version, use.cipher, use.rank,
@@ -141,8 +146,10 @@ class SenderWatch:
             )  # fmt: skip
         if await self.alerts.alerts.is_open(sender.account_id, AlertKind.SENDER_TLS, cid):
             self._open.add((AlertKind.SENDER_TLS, cid))
+        if cid in self._tls:  # loaded meanwhile by another submission
+            return self._tls[cid], True
         self._tls[cid] = record
-        return record
+        return record, stored
 
     def _reconcile_tls(self, sender: Sender, record: CredentialTls) -> None:
         """Tell a change between what the record says and what the account was told."""

@@ -66,7 +66,8 @@ class CredentialTlsStore:
 
     @staticmethod
     def save_op(records: list[CredentialTls]) -> Op:
-        """Upsert: the last use as given, the best only when it is stronger than the stored."""
+        """Upsert: the last use when it is not older than the stored one, the best only
+        when it is stronger (two processes' writes may come in any order)."""
 
         def op(c: sqlite3.Connection) -> None:
             c.executemany(
@@ -79,8 +80,14 @@ class CredentialTlsStore:
                 " best_cipher = CASE WHEN excluded.best_rank > best_rank"
                 "   THEN excluded.best_cipher ELSE best_cipher END,"
                 " best_rank = MAX(best_rank, excluded.best_rank),"
-                " last_version = excluded.last_version, last_cipher = excluded.last_cipher,"
-                " last_rank = excluded.last_rank, last_channel = excluded.last_channel,"
+                " last_version = CASE WHEN excluded.last_seen >= last_seen"
+                "   THEN excluded.last_version ELSE last_version END,"
+                " last_cipher = CASE WHEN excluded.last_seen >= last_seen"
+                "   THEN excluded.last_cipher ELSE last_cipher END,"
+                " last_rank = CASE WHEN excluded.last_seen >= last_seen"
+                "   THEN excluded.last_rank ELSE last_rank END,"
+                " last_channel = CASE WHEN excluded.last_seen >= last_seen"
+                "   THEN excluded.last_channel ELSE last_channel END,"
                 " first_seen = MIN(first_seen, excluded.first_seen),"
                 " last_seen = MAX(last_seen, excluded.last_seen)",
                 [
