@@ -506,7 +506,7 @@ class Gateway:
         self.submission = SubmissionServer(
             policy,
             self._session_limits(),
-            server_context(s.cert_file, s.key_file),
+            server_context(s.cert_file, s.key_file, s.submission.client_ca_file),
             max_connections=s.submission.max_connections,
             max_connections_per_client=s.submission.max_connections_per_client,
             handoff=self.handoff_to,

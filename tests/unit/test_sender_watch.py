@@ -10,6 +10,7 @@ import email.policy
 import json
 import os
 
+from secumail.net.tls import ClientCertificate
 from secumail.pipeline.account_alerts import AccountAlerts
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.intake import Intake
@@ -330,5 +331,60 @@ def test_a_new_credential_is_written_at_once_not_only_at_the_sweep(gateway_db: D
         await p.watch.sweep()
         stored = await p.records.get(s.credential_id)
         assert stored is not None and stored.last_seen == record.last_seen + 5
+
+    asyncio.run(main())
+
+
+def test_a_client_certificate_near_its_end_is_told_once_and_its_renewal_once(
+    gateway_db: Database,
+) -> None:
+    async def main() -> None:
+        clock = Clock()
+        p = Parts(gateway_db, clock)
+        s = await p.sender()
+        day = 86400.0
+        old = ClientCertificate(clock.now + 10 * day, "aa" * 32)
+        new = ClientCertificate(clock.now + 365 * day, "bb" * 32)
+        for _ in range(3):
+            await p.watch.submitted(s, "smtp", *T13, old)
+            await p.watch.settled()
+        await p.watch.submitted(s, "smtp", *T13)  # without a certificate: no news either way
+        await p.watch.settled()
+        ((kind, state, detail),) = await p.told()
+        assert (kind, state) == ("sender_tls_warning", "raised")
+        assert detail["reason"] == "client_certificate_expires"
+        assert detail["about"] == f"{s.credential_id}/client-certificate"
+        assert detail["client_certificate"]["sha256"] == "aa" * 32
+        # The TLS alert of the same credential is another alert: a downgrade is still told.
+        await p.watch.submitted(s, "smtp", *T12, old)
+        await p.watch.settled()
+        await p.watch.submitted(s, "smtp", *T13, new)
+        await p.watch.settled()
+        assert [(d["about"], st) for _, st, d in await p.told()] == [
+            (f"{s.credential_id}/client-certificate", "raised"),
+            (s.credential_id, "raised"),
+            (s.credential_id, "resolved"),
+            (f"{s.credential_id}/client-certificate", "resolved"),
+        ]
+        mails = await p.mails()
+        assert mails[0]["Subject"].startswith(f"Client certificate of sender {s.username} expires")
+
+    asyncio.run(main())
+
+
+def test_the_sweep_warns_when_a_certificate_comes_within_30_days(gateway_db: Database) -> None:
+    async def main() -> None:
+        clock = Clock()
+        p = Parts(gateway_db, clock)
+        s = await p.sender()
+        cert = ClientCertificate(clock.now + 31 * 86400.0, "cc" * 32)
+        await p.watch.submitted(s, "smtp", *T13, cert)
+        await p.watch.sweep()
+        await p.watch.settled()
+        assert await p.told() == []
+        clock.now += 2 * 86400.0
+        await p.watch.sweep()
+        await p.watch.settled()
+        assert [st for _, st, _ in await p.told()] == ["raised"]
 
     asyncio.run(main())

@@ -7,6 +7,8 @@ version and cipher names); `mail.alert_mail` makes them header-safe all the same
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from secumail.mail.alert_mail import AlertText
 from secumail.mail.tls_strength import TlsUse
 
@@ -85,7 +87,46 @@ def auth_quiet(username: str, window: float) -> dict[str, AlertText]:
         ),
         "nl": AlertText(
             f"Mislukte aanmeldingen voor inloggegevens {username} gestopt",
-            f"Al {minutes} minuut/minuten is geen aanmelding met inloggegevens {username}"
-            " mislukt.",
+            f"Al {minutes} minuut/minuten is geen aanmelding met inloggegevens {username} mislukt.",
+        ),
+    }
+
+
+def _day(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
+
+
+def client_cert_expiring(username: str, not_after: float, days_left: int) -> dict[str, AlertText]:
+    day = _day(not_after)
+    return {
+        "en": AlertText(
+            f"Client certificate of sender {username} expires {day}",
+            f"The sender with credential {username} connected to Secumail with a client\n"
+            f"certificate that expires on {day} (in {days_left} day(s)).\n\n"
+            "After that date its connections fail. Install a renewed certificate on that\n"
+            "system; you hear from us again once it connects with one.",
+        ),
+        "nl": AlertText(
+            f"Clientcertificaat van afzender {username} verloopt {day}",
+            f"De afzender met inloggegevens {username} verbond met Secumail met een\n"
+            f"clientcertificaat dat verloopt op {day} (over {days_left} dag(en)).\n\n"
+            "Na die datum mislukken de verbindingen. Installeer een vernieuwd certificaat op\n"
+            "dat systeem; u hoort opnieuw van ons zodra het daarmee verbindt.",
+        ),
+    }
+
+
+def client_cert_renewed(username: str, not_after: float) -> dict[str, AlertText]:
+    day = _day(not_after)
+    return {
+        "en": AlertText(
+            f"Client certificate of sender {username} renewed",
+            f"The sender with credential {username} now connects with a client certificate\n"
+            f"valid until {day}. Nothing more to do.",
+        ),
+        "nl": AlertText(
+            f"Clientcertificaat van afzender {username} vernieuwd",
+            f"De afzender met inloggegevens {username} verbindt nu met een clientcertificaat\n"
+            f"dat geldig is tot {day}. U hoeft niets meer te doen.",
         ),
     }

@@ -7,7 +7,11 @@ credential used before (`mail/tls_strength.py`). Below it: alert `sender_tls_war
 API's token endpoint; attempts the throttle turned away too) are counted; `auth_alert_failures`
 within `auth_alert_window` seconds: alert `auth_failures`; resolved when no login of that
 credential has failed for a whole window (a successful login does not resolve it: the
-owner logging in says nothing about the guesser). Telling is `AccountAlerts`' job, once
+owner logging in says nothing about the guesser). With `submission.client_ca_file` set,
+the client certificate a credential's client presents is watched too: expiring within 30
+days raises `sender_tls_warning` (about `<credential id>/client-certificate`, reason
+`client_certificate_expires`; also found by the sweep as the date comes nearer), a later
+certificate that does not resolves it. Telling is `AccountAlerts`' job, once
 per change; this module only decides.
 
 Cost on the message path: a dict lookup and an integer comparison; on the first
@@ -32,10 +36,12 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from secumail.mail import sender_alert_texts as texts
 from secumail.mail.tls_strength import TlsUse
+from secumail.net.tls import ClientCertificate
 from secumail.pipeline.account_alerts import AccountAlerts, AlertKind, AlertTexts
 from secumail.store.credential_tls import CredentialTls, CredentialTlsStore
 from secumail.store.records import Credential
@@ -44,6 +50,10 @@ log = logging.getLogger("secumail.senders")
 
 # The sweep (recoveries, records to write) runs at least this often.
 SWEEP_INTERVAL = 30.0
+# A client certificate that expires within this is warned about.
+CERT_WARNING = 30 * 86400.0
+# `about` of a credential's client-certificate alert (its TLS alert is the credential id).
+CERT_ABOUT = "{}/client-certificate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,8 @@ class SenderWatch:
         self.auth_window = auth_window
         self.clock = clock
         self._tls: dict[str, CredentialTls] = {}  # loaded (or new) records, by credential
+        # The client certificate each credential's client presented last (this process).
+        self._certs: dict[str, tuple[ClientCertificate, str]] = {}
         self._dirty: set[str] = set()
         self._flush_soon: asyncio.Task[None] | None = None
         self._senders: dict[str, Sender] = {}  # credentials seen, by id and by username
@@ -95,13 +107,20 @@ class SenderWatch:
 
     # -- submissions -----------------------------------------------------------------
     async def submitted(
-        self, sender: Sender, channel: str, version: str | None, cipher: str | None
+        self,
+        sender: Sender,
+        channel: str,
+        version: str | None,
+        cipher: str | None,
+        client_cert: ClientCertificate | None = None,
     ) -> None:
         """An accepted submission over `channel` ("smtp" | "api"); never raises."""
         if not version or not cipher:
             return  # no TLS (the API's plain_http on loopback): nothing to compare
         try:
             await self._submitted(sender, channel, TlsUse(version, cipher))
+            if client_cert is not None:
+                await self._client_cert(sender, channel, client_cert)
         except Exception:
             log.exception("recording the TLS of credential %s failed", sender.credential_id)
 
@@ -118,7 +137,11 @@ class SenderWatch:
             use.cipher,
             channel,
         )
-        record.last_version, record.last_cipher, record.last_rank = use.version, use.cipher, use.rank
+        record.last_version, record.last_cipher, record.last_rank = (
+            use.version,
+            use.cipher,
+            use.rank,
+        )
         record.last_channel, record.last_seen = channel, now
         if use.rank > record.best_rank:
             record.best_version, record.best_cipher, record.best_rank = (
@@ -174,6 +197,49 @@ class SenderWatch:
         elif record.last_rank >= record.best_rank and key in self._open:
             words = texts.tls_recovered(sender.username, record.last_channel, now)
             self._tell(key, sender, False, detail, words)
+
+    # -- client certificates ---------------------------------------------------------
+    async def _client_cert(self, sender: Sender, channel: str, cert: ClientCertificate) -> None:
+        """Remember the certificate a credential's client last presented, and warn when it
+        expires within CERT_WARNING (resolved when a later one does not)."""
+        cid = sender.credential_id
+        about = CERT_ABOUT.format(cid)
+        if cid not in self._certs and await self.alerts.alerts.is_open(
+            sender.account_id, AlertKind.SENDER_TLS, about
+        ):
+            self._open.add((AlertKind.SENDER_TLS, about))
+        self._certs[cid] = (cert, channel)
+        self._reconcile_cert(sender)
+
+    def _reconcile_cert(self, sender: Sender) -> None:
+        cert, channel = self._certs[sender.credential_id]
+        key = (AlertKind.SENDER_TLS, CERT_ABOUT.format(sender.credential_id))
+        if key in self._telling:
+            return
+        left = cert.not_after - self.clock()
+        expiring = left < CERT_WARNING
+        detail: dict[str, Any] = {
+            "credential_id": sender.credential_id,
+            "username": sender.username,
+            "channel": channel,
+            "client_certificate": {
+                "sha256": cert.sha256,
+                "not_after": datetime.fromtimestamp(cert.not_after, UTC).isoformat(),
+            },
+        }
+        if expiring and key not in self._open:
+            detail["reason"] = "client_certificate_expires"
+            days = max(0, int(left // 86400))
+            words = texts.client_cert_expiring(sender.username, cert.not_after, days)
+            self._tell(key, sender, True, detail, words)
+        elif not expiring and key in self._open:
+            self._tell(
+                key,
+                sender,
+                False,
+                detail,
+                texts.client_cert_renewed(sender.username, cert.not_after),
+            )
 
     # -- logins ----------------------------------------------------------------------
     async def login_throttled(
@@ -250,7 +316,9 @@ class SenderWatch:
                 "quiet_for": self.auth_window,
             }
             self._open.add(key)
-            self._tell(key, sender, False, detail, texts.auth_quiet(sender.username, self.auth_window))
+            self._tell(
+                key, sender, False, detail, texts.auth_quiet(sender.username, self.auth_window)
+            )
         open_tls = {a.about for a in await self.alerts.open(kind=AlertKind.SENDER_TLS)}
         for cid, record in self._tls.items():
             key = (AlertKind.SENDER_TLS, cid)
@@ -263,12 +331,26 @@ class SenderWatch:
             seen = self._senders.get(cid)
             if seen is not None:
                 self._reconcile_tls(seen, record)
+        for cid in self._certs:
+            about = CERT_ABOUT.format(cid)
+            key = (AlertKind.SENDER_TLS, about)
+            if key in self._telling:
+                continue
+            if about in open_tls:
+                self._open.add(key)
+            else:
+                self._open.discard(key)
+            seen = self._senders.get(cid)
+            if seen is not None:
+                self._reconcile_cert(seen)  # a certificate comes nearer its end by itself
         self._forget_old_failures(now)
 
     def _forget_old_failures(self, now: float) -> None:
         for cid, q in list(self._failures.items()):
-            if q and now - q[-1] > self.auth_window and (AlertKind.AUTH_FAILURES, cid) not in (
-                self._open | self._telling
+            if (
+                q
+                and now - q[-1] > self.auth_window
+                and (AlertKind.AUTH_FAILURES, cid) not in (self._open | self._telling)
             ):
                 del self._failures[cid]
 

@@ -163,5 +163,6 @@ class SubmissionPolicyImpl:
                 "smtp",
                 envelope.tls_version,
                 envelope.tls_cipher,
+                envelope.client_cert,
             )
         return Reply(250, "2.0.0", f"Ok: queued as {message_id}")
