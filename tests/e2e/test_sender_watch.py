@@ -12,6 +12,7 @@ import ssl
 import time
 
 import httpx
+import pytest
 
 from tests.e2e.api_client import Api
 from tests.e2e.raw_smtp import RawSmtp
@@ -181,3 +182,46 @@ def test_a_burst_of_failed_logins_is_told_once_and_its_end_once(
         ("auth_failures", "resolved"),
     ]
     assert len(_alert_mails(own, 2)) == 2
+
+
+def test_a_client_certificate_near_its_end_is_told_once_and_its_renewal_once(
+    make_gateway, dns, world: World, sts_port: int, sts_server
+) -> None:
+    gw, who, own, other = _onboarded(
+        make_gateway, dns, world, sts_port, submission__client_ca_file=str(world.ca.ca_file)
+    )
+    receiver = _receiver(world, dns, sts_server, Api(gw).login("Ziekenhuis"))
+    _submit(gw, who, gw.client_context(), "x@clinic.test")  # no certificate: still welcome
+    ending = world.ca.issue("mailserver.hospital.test", days_left=10)
+    with_ending = gw.client_context()
+    with_ending.load_cert_chain(ending.cert_file, ending.key_file)
+    _submit(gw, who, with_ending, "x@clinic.test")
+    _submit(gw, who, with_ending, "x@clinic.test")
+    (raised,) = _wait_events(receiver, 1)
+    data = raised["data"]
+    assert raised["type"] == "sender_tls_warning" and data["state"] == "raised"
+    assert data["reason"] == "client_certificate_expires"
+    assert data["about"] == f"{data['credential_id']}/client-certificate"
+    assert data["client_certificate"]["sha256"] == ending.fingerprint_sha256
+    assert data["client_certificate"]["not_after"].startswith(ending.not_after.date().isoformat())
+    (mail,) = _alert_mails(own, 1)
+    assert mail["Subject"] == (
+        f"Clientcertificaat van afzender {who.username} verloopt {ending.not_after.date().isoformat()}"
+    )
+    fresh = world.ca.issue("mailserver.hospital.test")
+    with_fresh = gw.client_context()
+    with_fresh.load_cert_chain(fresh.cert_file, fresh.key_file)
+    _submit(gw, who, with_fresh, "x@clinic.test")
+    events = _wait_events(receiver, 2)
+    assert [(e["data"]["about"], e["data"]["state"]) for e in events] == [
+        (data["about"], "raised"),
+        (data["about"], "resolved"),
+    ]
+    assert len(_alert_mails(own, 2)) == 2
+    other.wait_for(4)
+    # A certificate no configured CA vouches for is refused in the handshake, never ignored.
+    stranger = world.ca.self_signed("mailserver.hospital.test")
+    with_stranger = gw.client_context()
+    with_stranger.load_cert_chain(stranger.cert_file, stranger.key_file)
+    with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
+        _submit(gw, who, with_stranger, "x@clinic.test")
