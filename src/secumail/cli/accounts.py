@@ -132,6 +132,9 @@ def _alert_summary(detail: dict[str, object]) -> str:
             f"  {detail.get('channel', '')}: {before.get('version')} {before.get('cipher')}"
             f" -> {now.get('version')} {now.get('cipher')}"
         )
+    cert = detail.get("client_certificate")
+    if detail.get("reason") == "client_certificate_expires" and isinstance(cert, dict):
+        return f"  client certificate expires {cert.get('not_after')}"
     if "failures" in detail:
         return f"  {detail['failures']} failed logins within {detail.get('window')} s"
     return ""

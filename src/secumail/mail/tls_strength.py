@@ -23,6 +23,7 @@ and for a gateway whose settings some day allow more.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 VERSIONS = {"TLSv1.3": 4, "TLSv1.2": 3, "TLSv1.1": 2, "TLSv1": 1}
@@ -60,6 +61,7 @@ def cipher_class(version: str, cipher: str) -> int:
     return 1  # OpenSSL names static RSA suites without a key-exchange prefix: AES128-SHA
 
 
+@functools.lru_cache(maxsize=256)  # a handful of (version, cipher) pairs in practice
 def rank(version: str, cipher: str) -> int:
     """Higher is stronger; compare two ranks only (the number itself means nothing)."""
     return 10 * VERSIONS.get(version, 0) + cipher_class(version, cipher)

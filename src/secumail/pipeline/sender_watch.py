@@ -92,6 +92,7 @@ class SenderWatch:
         self._certs: dict[str, tuple[ClientCertificate, str]] = {}
         self._dirty: set[str] = set()
         self._flush_soon: asyncio.Task[None] | None = None
+        self._urgent = False  # a version or cipher changed: write without waiting for the sweep
         self._senders: dict[str, Sender] = {}  # credentials seen, by id and by username
         self._by_username: dict[str, Sender] = {}
         self._failures: dict[str, deque[float]] = {}
@@ -150,8 +151,10 @@ class SenderWatch:
                 use.rank,
             )
         self._dirty.add(cid)
-        if changed and self._flush_soon is None:
-            self._flush_soon = self._spawn(self._flush_now())
+        if changed:
+            self._urgent = True
+            if self._flush_soon is None:
+                self._flush_soon = self._spawn(self._flush_now())
         self._reconcile_tls(sender, record)
 
     async def _load(
@@ -392,8 +395,11 @@ class SenderWatch:
             self._by_username[sender.username] = sender
 
     async def _flush_now(self) -> None:
+        """Write changed records now, and again while changes come in during a write."""
         try:
-            await self.flush()
+            while self._urgent:
+                self._urgent = False
+                await self.flush()
         finally:
             self._flush_soon = None
 
