@@ -52,6 +52,7 @@ from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
 from secumail.pipeline.scanning import Scanner
 from secumail.pipeline.sender_auth import SenderAuthenticator
+from secumail.pipeline.sender_watch import SenderWatch
 from secumail.pipeline.stage import Stage, StageContext
 from secumail.pipeline.submission import SubmissionPolicyImpl
 from secumail.pipeline.test_address import TestAddressIntake
@@ -69,6 +70,7 @@ from secumail.store.account_events import AccountEventLog
 from secumail.store.audit import AuditLog, derive_key
 from secumail.store.audit_chain import AuditKind
 from secumail.store.counters import Counters
+from secumail.store.credential_tls import CredentialTlsStore
 from secumail.store.database import Database
 from secumail.store.domain_health import DomainHealthStore
 from secumail.store.idempotency import IdempotencyStore
@@ -256,6 +258,22 @@ class Services:
         return AccountAlerts(self.db, self.store, self.intake, hostname=self.settings.server.hostname)
 
     @functools.cached_property
+    def credential_tls(self) -> CredentialTlsStore:
+        return CredentialTlsStore(self.db)
+
+    @functools.cached_property
+    def sender_watch(self) -> SenderWatch:
+        """The TLS of each credential's submissions and bursts of failed logins (SMTP and
+        API of this process together), told through `account_alerts`."""
+        s = self.settings.submission
+        return SenderWatch(
+            self.account_alerts,
+            self.credential_tls,
+            auth_failures=s.auth_alert_failures,
+            auth_window=s.auth_alert_window,
+        )
+
+    @functools.cached_property
     def acceptor(self) -> MessageAcceptor:
         s = self.settings
         return MessageAcceptor(
@@ -358,6 +376,7 @@ class Services:
             oidc,
             RateLimiter(s.api.rate_limit_per_minute),
             throttle=self.auth_throttle,
+            senders=self.sender_watch,
         )
 
     def _jwks_fetcher(self, url: str) -> Callable[[], Awaitable[dict[str, Any]]]:
@@ -531,11 +550,12 @@ class Gateway:
             sv.acceptor,
             throttle=sv.auth_throttle,
             audit=sv.audit,
+            watch=sv.sender_watch,
         )
         self.submission = SubmissionServer(
             policy,
             self._session_limits(),
-            server_context(s.cert_file, s.key_file),
+            server_context(s.cert_file, s.key_file, s.submission.client_ca_file),
             max_connections=s.submission.max_connections,
             max_connections_per_client=s.submission.max_connections_per_client,
             handoff=self.handoff_to,
@@ -708,6 +728,9 @@ class Gateway:
                     name="domain-health",
                 )
             )
+        # Every process: its own failed-login counts and TLS records (sender_watch).
+        if self._wants("submission") or (self.settings.api.enabled and self._wants("api")):
+            tasks.append(loop.create_task(self.services.sender_watch.run(), name="senders"))
         stopper = loop.create_task(self._stop.wait())
         done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -754,6 +777,11 @@ class Gateway:
             await stage.close()
         if "scanner" in self.services.__dict__:  # built (cached_property): its HTTP client
             await self.services.scanner.close()
+        if "sender_watch" in self.services.__dict__:  # built: write what it holds
+            try:
+                await self.services.sender_watch.close()
+            except Exception:
+                log.exception("writing the senders' TLS records at shutdown failed")
         await self.services.bus.close()
         # Let a batch in flight (or one waiting for another worker's transaction) finish
         # on this loop before the blocking close.

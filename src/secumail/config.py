@@ -80,6 +80,17 @@ class SubmissionSettings(_Section):
     max_junk_commands: int = Field(default=100, ge=1)  # NOOP, RSET, VRFY, HELP per session
     auth_failure_limit: int = 5
     auth_failure_window: float = 300.0
+    # Watching senders (pipeline/sender_watch.py): this many failed logins of one existing
+    # credential within the window (seconds; throttled attempts count) tell its account
+    # once (`auth_failures`); a whole window without a failure tells it is over.
+    # CA certificates (PEM) that client certificates on the submission listeners must chain
+    # to. Set: a client certificate is asked for (not required) and one that does not
+    # verify fails the handshake (Python's ssl cannot take an unverified one); the watch
+    # warns (`sender_tls_warning`) when a credential's certificate expires within 30 days.
+    # None (default): no certificate is asked for.
+    client_ca_file: Path | None = None
+    auth_alert_failures: int = Field(default=10, ge=2)
+    auth_alert_window: float = Field(default=600.0, gt=0)
     max_errors: int = 10
     # A line ending in a bare LF (Postfix 3.9's smtpd_forbid_bare_newline): "normalize"
     # takes it as CRLF, "reject" refuses it (554 5.5.2 in DATA, 500 5.5.2 for a command).

@@ -209,11 +209,13 @@ class TestCA:
         expired: bool = False,
         not_yet_valid: bool = False,
         key: str = "rsa",
+        days_left: float | None = None,
     ) -> CertPair:
         """Issue a leaf for ``names`` (the first is also the CN), signed by this CA.
 
         ``expired``: validity ended yesterday. ``not_yet_valid``: starts tomorrow.
         ``key``: ``"rsa"`` (2048), ``"rsa1024"`` (weak) or ``"ec"`` (P-256).
+        ``days_left``: valid from yesterday until this many days from now (default 90).
         """
         if not names:
             raise ValueError("issue() needs at least one name")
@@ -223,7 +225,7 @@ class TestCA:
         elif not_yet_valid:
             start, end = now + timedelta(days=1), now + timedelta(days=30)
         else:
-            start, end = now - timedelta(days=1), now + timedelta(days=90)
+            start, end = now - timedelta(days=1), now + timedelta(days=days_left or 90)
         leaf_key = _new_key(key)
         builder = (
             x509.CertificateBuilder()

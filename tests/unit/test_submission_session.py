@@ -42,6 +42,9 @@ class FakeSslObject:
     def cipher(self) -> tuple[str, str, int]:
         return ("TLS_AES_256_GCM_SHA384", "TLSv1.3", 256)
 
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        return None  # no client certificate (none asked for)
+
 
 class FakeTransport:
     """What the channel writes, kept per write (one write: one send to the client)."""

@@ -25,6 +25,7 @@ from secumail.api.tokens import (
 from secumail.config import Settings
 from secumail.errors import NotFound
 from secumail.pipeline.auth_throttle import AuthThrottle
+from secumail.pipeline.sender_watch import Sender, SenderWatch
 from secumail.store.records import Account
 
 
@@ -56,12 +57,14 @@ class ApiContext:
     limiter: RateLimiter
     counters: dict[str, int] = field(default_factory=dict)
     throttle: AuthThrottle | None = None  # failed logins, shared with SMTP AUTH
+    senders: SenderWatch | None = None  # TLS of submissions and login bursts, as SMTP's
 
 
 @dataclass(frozen=True)
 class Caller:
     account: Account
     principal: TokenPrincipal
+    sender: Sender | None = None  # the credential behind a token of ours (not OIDC)
 
 
 def _unauthorized(detail: str) -> ApiProblem:
@@ -93,6 +96,7 @@ async def caller(request: Request) -> Caller:
             cred = await ctx.services.store.credential_by_username(principal.client_id)
             if cred is None or cred.revoked_at is not None:
                 raise TokenError("the credential behind this token has been revoked")
+            sender: Sender | None = Sender(cred.id, cred.account_id, cred.username)
         elif ctx.oidc is not None and iss == ctx.oidc.issuer:
             claims = await ctx.oidc.verify(token)
             name = claims.get(ctx.oidc.account_claim)
@@ -104,6 +108,7 @@ async def caller(request: Request) -> Caller:
             principal = TokenPrincipal(
                 account.id, str(claims.get("sub", "")), frozenset(scopes), "oidc"
             )
+            sender = None
         else:
             raise TokenError("token from an unknown issuer")
     except TokenError as exc:
@@ -120,7 +125,7 @@ async def caller(request: Request) -> Caller:
             "too many requests for this account",
             headers={"Retry-After": str(max(1, int(wait + 0.999)))},
         )
-    return Caller(account, principal)
+    return Caller(account, principal, sender)
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[Caller]]:

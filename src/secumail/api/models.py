@@ -241,6 +241,15 @@ class WebhookOut(BaseModel):
     secret: str | None = Field(default=None, description="shown only when created")
 
 
+class AlertOut(BaseModel):
+    """An alert the account was told about (webhook `state: raised`) that is not over yet."""
+
+    kind: str = Field(description="sender_tls_warning, auth_failures or domain_dns_error")
+    about: str = Field(description="what it is about: a credential id, a domain")
+    raised_at: float
+    detail: dict[str, Any] = Field(description="the data of the raised webhook event")
+
+
 class WebhookDeliveryOut(BaseModel):
     id: int
     event: str

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from secumail.api.context import ApiContext, Caller, decode_cursor, encode_cursor, require
 from secumail.api.models import (
+    AlertOut,
     DnsRecord,
     DomainCheckOut,
     DomainHealthOut,
@@ -305,6 +306,19 @@ async def delete_suppression(
         {"account": who.account.id},
     )
     return Response(status_code=204)
+
+
+# -- alerts ------------------------------------------------------------------------------
+@router.get("/v1/alerts", response_model=list[AlertOut], tags=["webhooks"], responses=ERRORS)
+async def list_alerts(
+    request: Request, who: Annotated[Caller, Depends(require("webhooks:manage"))]
+) -> list[AlertOut]:
+    """The alerts raised (as webhook events) and not yet resolved, oldest first."""
+    ctx: ApiContext = request.app.state.ctx
+    return [
+        AlertOut(kind=a.kind, about=a.about, raised_at=a.raised_at, detail=a.detail)
+        for a in await ctx.services.account_alerts.open(who.account.id)
+    ]
 
 
 # -- webhooks ----------------------------------------------------------------------------

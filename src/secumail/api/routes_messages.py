@@ -23,6 +23,7 @@ from secumail.api.models import (
     RecipientOut,
 )
 from secumail.api.problems import ApiProblem, error_responses
+from secumail.api.tls_scope import connection_tls
 from secumail.errors import EvidenceError, NotFound
 from secumail.mail.status import RecipientStatus
 from secumail.pipeline.acceptance import Refusal, Submission
@@ -86,6 +87,9 @@ async def send_message(
             return replay
     submission = _submission(ctx, who, ctype, raw)
     message_id = await _accept(ctx, submission)
+    if ctx.senders is not None and who.sender is not None:
+        version, cipher = connection_tls(request.scope)
+        await ctx.senders.submitted(who.sender, "api", version, cipher)
     response = AcceptedOut(
         id=message_id,
         recipients=[

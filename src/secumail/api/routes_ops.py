@@ -20,6 +20,7 @@ from secumail.api.refusals import refused_login
 from secumail.api.tokens import SCOPES
 from secumail.pipeline.bounce_intake import DROPPED
 from secumail.pipeline.scanning import UNAVAILABLE as SCAN_UNAVAILABLE
+from secumail.pipeline.sender_watch import Sender
 from secumail.pipeline.test_address import DROPPED as TEST_DROPPED
 from secumail.pipeline.tlsrpt_intake import DROPPED as TLSRPT_DROPPED
 from secumail.pki.passwords import dummy_hash, verify_secret
@@ -91,6 +92,8 @@ async def token(request: Request) -> JSONResponse:
     if throttle is not None and throttle.blocked(ip, client_id):
         # Checked before the slow hash: a guesser costs no scrypt once throttled.
         await refused_login(ctx, request, client_id, "throttled after failed logins")
+        if ctx.senders is not None:
+            await ctx.senders.login_throttled(client_id, ctx.services.store.credential_by_username)
         return problem_response(
             429,
             "too-many-failures",
@@ -103,6 +106,8 @@ async def token(request: Request) -> JSONResponse:
     if not (ok and usable and cred is not None):
         if throttle is not None:
             throttle.failed(ip, client_id)
+        if ctx.senders is not None:
+            ctx.senders.login_failed(client_id, Sender.of(cred))
         await refused_login(ctx, request, client_id, "unknown client or wrong secret")
         return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
     allowed = set(cred.scopes or SCOPES)

@@ -27,6 +27,7 @@ from secumail.api.routes_admin import router as admin_router
 from secumail.api.routes_gdpr import router as gdpr_router
 from secumail.api.routes_messages import router as messages_router
 from secumail.api.routes_ops import router as ops_router
+from secumail.api.tls_scope import TlsScopeH11Protocol
 from secumail.errors import ConfigError, ListenError
 from secumail.mail.endpoints import parse_host_port
 from secumail.net.tls import server_context
@@ -129,6 +130,9 @@ class ApiServer:
                 proxy_headers=False,
                 timeout_graceful_shutdown=3,  # idle TLS keep-alives must not hold up SIGTERM
                 ssl_context_factory=tls_factory,
+                # h11 (as uvicorn's "auto" picks without httptools), with the connection's
+                # TLS in each request's scope (api/tls_scope.py).
+                http=TlsScopeH11Protocol,
             )
             self.servers.append(uvicorn.Server(config))
 

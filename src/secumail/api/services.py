@@ -59,12 +59,9 @@ class ApiServices(Protocol):
     @property
     def keyring(self) -> DkimKeyring: ...
 
-    # the daily health check of a domain, and the alerts it raises
+    # the daily health check of a domain (its alerts: account_alerts, below)
     @property
     def domain_health(self) -> DomainHealth: ...
-
-    @property
-    def account_alerts(self) -> AccountAlerts: ...
 
     @property
     def resolver(self) -> Resolver: ...
@@ -88,6 +85,10 @@ class ApiServices(Protocol):
 
     @property
     def account_events(self) -> AccountEventLog: ...
+
+    # alerts told and not yet over (sender TLS, failed logins, domain DNS)
+    @property
+    def account_alerts(self) -> AccountAlerts: ...
 
     # operator counters (bounces the inbound MX dropped)
     @property

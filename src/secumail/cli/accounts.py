@@ -6,7 +6,7 @@ import argparse
 
 from secumail.app import Services
 from secumail.cli.audit import record
-from secumail.cli.output import emit
+from secumail.cli.output import emit, when
 from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError
 from secumail.mail.address import AddressError, parse_address
@@ -104,6 +104,45 @@ async def account_list(sv: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+async def account_alerts(sv: Services, args: argparse.Namespace) -> int:
+    """The alerts an account was told about and that are not over yet (sender TLS fell,
+    failed logins, domain DNS); every account's without a name."""
+    account_id = (await sv.store.get_account(args.name)).id if args.name else None
+    alerts = await sv.account_alerts.open(account_id)
+    rows = [
+        {
+            "account_id": a.account_id,
+            "kind": a.kind,
+            "about": a.about,
+            "raised_at": a.raised_at,
+            "detail": a.detail,
+        }
+        for a in alerts
+    ]
+    lines = [
+        f"{when(a.raised_at)}  {a.account_id}  {a.kind}  about {a.about}"
+        + _alert_summary(a.detail)
+        for a in alerts
+    ]
+    emit(args.json, rows, "\n".join(lines) or "no open alerts")
+    return 0
+
+
+def _alert_summary(detail: dict[str, object]) -> str:
+    before, now = detail.get("before"), detail.get("now")
+    if isinstance(before, dict) and isinstance(now, dict):
+        return (
+            f"  {detail.get('channel', '')}: {before.get('version')} {before.get('cipher')}"
+            f" -> {now.get('version')} {now.get('cipher')}"
+        )
+    cert = detail.get("client_certificate")
+    if detail.get("reason") == "client_certificate_expires" and isinstance(cert, dict):
+        return f"  client certificate expires {cert.get('not_after')}"
+    if "failures" in detail:
+        return f"  {detail['failures']} failed logins within {detail.get('window')} s"
+    return ""
+
+
 def register(sub: Subcommands) -> None:
     account = actions(sub, "account", "customer accounts")
     c = command(account, "create", "create an account")
@@ -114,6 +153,8 @@ def register(sub: Subcommands) -> None:
         "--store-subject", action="store_true", help="keep subjects in metadata (off by default)"
     )
     command(account, "list", "list accounts")
+    c = command(account, "alerts", "open alerts (sender TLS, failed logins, domain DNS)")
+    c.add_argument("name", nargs="?", default=None, help="one account (default: all)")
     c = command(account, "update", "change an account's settings")
     c.add_argument("name")
     c.add_argument("--locale", choices=["en", "nl"], default=None)
@@ -150,5 +191,6 @@ def register(sub: Subcommands) -> None:
 COMMANDS = {
     ("account", "create"): account_create,
     ("account", "list"): account_list,
+    ("account", "alerts"): account_alerts,
     ("account", "update"): account_update,
 }

@@ -15,6 +15,7 @@ from secumail.cli.parsing import Subcommands, actions, command
 from secumail.errors import ConfigError
 from secumail.pki.passwords import hash_secret, new_secret
 from secumail.store.audit_chain import AuditKind
+from secumail.store.credential_tls import CredentialTls
 
 
 async def credential_create(sv: Services, args: argparse.Namespace) -> int:
@@ -87,6 +88,7 @@ async def credential_revoke(sv: Services, args: argparse.Namespace) -> int:
 async def credential_list(sv: Services, args: argparse.Namespace) -> int:
     account_id = (await sv.store.get_account(args.account)).id if args.account else None
     creds = await sv.store.list_credentials(account_id)
+    tls = await sv.credential_tls.of_account(account_id)
     rows = [
         {
             "id": c.id,
@@ -95,12 +97,26 @@ async def credential_list(sv: Services, args: argparse.Namespace) -> int:
             "username": c.username,
             "created_at": c.created_at,
             "revoked_at": c.revoked_at,
+            # What it submitted over (sender watch): the strongest and the last; None before use.
+            "tls": tls[c.id].as_dict() if c.id in tls else None,
         }
         for c in creds
     ]
-    lines = [f"{c.id}  {c.kind}  {c.username}  revoked={when(c.revoked_at)}" for c in creds]
+    lines = [
+        f"{c.id}  {c.kind}  {c.username}  revoked={when(c.revoked_at)}  " + _tls_line(tls.get(c.id))
+        for c in creds
+    ]
     emit(args.json, rows, "\n".join(lines) or "no credentials")
     return 0
+
+
+def _tls_line(record: CredentialTls | None) -> str:
+    if record is None:
+        return "tls=-"
+    line = f"tls={record.last_version} {record.last_cipher} ({record.last_channel}, {when(record.last_seen)})"
+    if record.last_rank < record.best_rank:
+        line += f"  BELOW its best {record.best_version} {record.best_cipher}"
+    return line
 
 
 def register(sub: Subcommands) -> None:

@@ -41,6 +41,7 @@ from secumail.mail.smtp_command import (
 from secumail.mail.smtp_data import BareNewline, DataProblem, DataReceiver
 from secumail.net.channel import Channel, ChannelClosed, LineTooLong
 from secumail.net.handoff import HandoffReceiver, HandoffSender
+from secumail.net.tls import ClientCertificate, client_certificate
 
 log = logging.getLogger("secumail.submission")
 
@@ -69,6 +70,9 @@ class Envelope:
     mail_from: Address | None = None
     mail_params: dict[str, str | None] = field(default_factory=dict)
     rcpt_to: list[Address] = field(default_factory=list)
+    # The client certificate, when the listener asked for one (submission.client_ca_file)
+    # and the client sent one (verified in the handshake).
+    client_cert: ClientCertificate | None = None
 
     @property
     def smtputf8(self) -> bool:
@@ -153,6 +157,8 @@ class SubmissionSession:
         # (RFC 2920) get 503 without counting as the client's errors — a busy gateway must
         # not also cut the connection, which only brings a reconnect (TLS, AUTH) back.
         self.busy_refused = False
+        self._peer_cert: ClientCertificate | None = None
+        self._peer_cert_read = False
 
     # -- plumbing ------------------------------------------------------------------
     def send(self, reply: Reply) -> None:
@@ -164,6 +170,14 @@ class SubmissionSession:
             return None, None
         cipher = obj.cipher()
         return obj.version(), cipher[0] if cipher else None
+
+    def _client_cert(self) -> ClientCertificate | None:
+        """Read once per TLS session (a session may carry many messages)."""
+        if not self._peer_cert_read:
+            obj = self.ch.ssl_object()
+            self._peer_cert = client_certificate(obj) if obj is not None else None
+            self._peer_cert_read = True
+        return self._peer_cert
 
     def _error(self, reply: Reply) -> None:
         self.send(reply)
@@ -281,6 +295,7 @@ class SubmissionSession:
             )
         await self.ch.start_tls(self.tls_context, timeout=self.limits.tls_handshake_timeout)
         self.tls = True
+        self._peer_cert_read = False
         self.helo = None
         self.principal = None
         self.envelope = None
@@ -409,7 +424,13 @@ class SubmissionSession:
             return
         version, cipher = self._tls_info()
         self.envelope = Envelope(
-            self.ch.peer[0], self.helo, version, cipher, path.address, path.params
+            self.ch.peer[0],
+            self.helo,
+            version,
+            cipher,
+            path.address,
+            path.params,
+            client_cert=self._client_cert(),
         )
         self.send(Reply(250, "2.1.0", "Sender ok"))
 

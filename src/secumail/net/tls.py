@@ -18,6 +18,7 @@ import datetime as dt
 import ipaddress
 import ssl
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -34,7 +35,11 @@ SERVER_GROUPS = b"X25519:P-256:P-384"
 _SSL_CTRL_SET_GROUPS_LIST = 92  # OpenSSL ssl.h: SSL_CTX_set1_groups_list
 
 
-def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+def server_context(
+    cert_file: Path, key_file: Path, client_ca_file: Path | None = None
+) -> ssl.SSLContext:
+    """The listeners' context; with `client_ca_file`, a client certificate is asked for
+    (RFC 8446 §4.3.2 CertificateRequest) and, when sent, must chain to those CAs."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(SERVER_CIPHERS)
@@ -44,7 +49,34 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
         ctx.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load gateway certificate {cert_file}: {exc}") from exc
+    if client_ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"submission.client_ca_file: cannot load {client_ca_file}: {exc}"
+            ) from exc
+        ctx.verify_mode = ssl.CERT_OPTIONAL
     return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """The (verified) certificate a client presented: when it expires and its SHA-256."""
+
+    not_after: float
+    sha256: str
+
+
+def client_certificate(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> ClientCertificate | None:
+    """The peer's certificate, if it sent one (on a context that asked and verified it)."""
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    cert = x509.load_der_x509_certificate(der)
+    return ClientCertificate(
+        cert.not_valid_after_utc.timestamp(), cert.fingerprint(hashes.SHA256()).hex()
+    )
 
 
 def restrict_groups(ctx: ssl.SSLContext, groups: bytes) -> None:

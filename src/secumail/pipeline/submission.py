@@ -5,6 +5,9 @@ Implements `net.smtp_server.SubmissionPolicy` on top of the store and the intake
   client address and per username; a successful check is remembered briefly (keyed by
   an HMAC of the password) so clients that reconnect per message do not pay scrypt
   every time, while revocation still applies at once.
+- Watching (`pipeline/sender_watch.py`): failed and throttled logins of existing
+  credentials are counted, and the TLS of every accepted message is compared with the
+  credential's best — in memory; the alerts are written off the reply path.
 - Closed network: the envelope sender and the single From: header must be in a
   verified domain of the authenticated account (550 5.7.1 otherwise).
 """
@@ -23,6 +26,7 @@ from secumail.mail.reply import Reply
 from secumail.net.smtp_server import AuthOutcome, Envelope, Principal
 from secumail.pipeline.acceptance import MessageAcceptor, Refusal, Submission
 from secumail.pipeline.auth_throttle import AuthThrottle
+from secumail.pipeline.sender_watch import Sender, SenderWatch
 from secumail.pki.passwords import dummy_hash, verify_secret
 from secumail.store.audit import AuditLog
 from secumail.store.audit_chain import AuditKind
@@ -47,9 +51,11 @@ class SubmissionPolicyImpl:
         *,
         throttle: AuthThrottle,
         audit: AuditLog | None = None,
+        watch: SenderWatch | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
+        self.watch = watch
         self.acceptor = acceptor
         self.throttle = throttle
         self._key = secrets.token_bytes(32)
@@ -65,6 +71,8 @@ class SubmissionPolicyImpl:
     ) -> tuple[AuthOutcome, Principal | None]:
         if self.throttle.blocked(client_ip, username):
             log.warning("auth throttled for %s from %s", username[:64], client_ip)
+            if self.watch is not None:
+                await self.watch.login_throttled(username, self.store.credential_by_username)
             return AuthOutcome.THROTTLED, None
         cred = await self.store.credential_by_username(username)
         usable = cred is not None and cred.revoked_at is None and cred.kind == "smtp"
@@ -78,6 +86,8 @@ class SubmissionPolicyImpl:
         if not ok or cred is None:
             self.throttle.failed(client_ip, username)
             log.warning("auth failed for %s from %s", username[:64], client_ip)
+            if self.watch is not None:
+                self.watch.login_failed(username, Sender.of(cred))
             reason = (
                 "unknown user"
                 if cred is None
@@ -147,4 +157,12 @@ class SubmissionPolicyImpl:
             message_id = await self.acceptor.accept(submission)
         except Refusal as r:
             return Reply(r.code, r.enhanced, r.text)
+        if self.watch is not None:
+            await self.watch.submitted(
+                Sender(principal.credential_id, principal.account_id, principal.username),
+                "smtp",
+                envelope.tls_version,
+                envelope.tls_cipher,
+                envelope.client_cert,
+            )
         return Reply(250, "2.0.0", f"Ok: queued as {message_id}")

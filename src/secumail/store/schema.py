@@ -244,6 +244,21 @@ SCHEMA: list[str] = [
         checked_at REAL NOT NULL,
         report TEXT NOT NULL
     )""",
+    # What TLS each credential submitted over (store/credential_tls.py): the strongest seen
+    # ("what it used before") and the last; metadata of the connection, never of mail.
+    """CREATE TABLE IF NOT EXISTS credential_tls (
+        credential_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        best_version TEXT NOT NULL,
+        best_cipher TEXT NOT NULL,
+        best_rank INTEGER NOT NULL,
+        last_version TEXT NOT NULL,
+        last_cipher TEXT NOT NULL,
+        last_rank INTEGER NOT NULL,
+        last_channel TEXT NOT NULL,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS cursors (
         name TEXT PRIMARY KEY,
         position INTEGER NOT NULL
