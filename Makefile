@@ -23,7 +23,7 @@ system-deps:
 	scripts/ensure-system-deps
 
 lint: venv
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

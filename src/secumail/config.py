@@ -311,6 +311,9 @@ class Settings(BaseModel):
     tlsrpt: TlsRptSettings = TlsRptSettings()
     api: ApiSettings = ApiSettings()
     gdpr: GdprSettings = GdprSettings()
+    # Settings of stage plug-ins, one table per stage name ([plugins.<name>]); read by the
+    # plug-in itself (docs/plugins.md), never interpreted here.
+    plugins: dict[str, dict[str, Any]] = {}
     domains: DomainsSettings = DomainsSettings()
 
     _source: Path | None = PrivateAttr(default=None)  # the file read, if any

@@ -35,6 +35,12 @@ class Address:
     def is_ascii(self) -> bool:
         return self.local.isascii()
 
+    def is_mailbox(self, local_part: str, domain: str) -> bool:
+        """Whether this is ``local_part@domain``: the local part compared case-insensitively
+        (as the gateway's own service addresses are), the domain as normalised. An empty
+        ``local_part`` (a service turned off) matches nothing."""
+        return bool(local_part) and self.domain == domain and self.local.lower() == local_part.lower()
+
 
 def normalise_domain(domain: str) -> str:
     """Lower-case A-label form of a domain; raises AddressError when it is not a host name."""

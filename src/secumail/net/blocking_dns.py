@@ -19,7 +19,7 @@ import dns.nameserver
 import dns.resolver
 
 from secumail.errors import DnsTemporaryError
-from secumail.net.dns import parse_nameserver
+from secumail.net.dns import nameserver_list
 
 MAX_ANSWERS = 50  # records used of one answer at most (hostile zones)
 
@@ -28,10 +28,7 @@ class BlockingDns:
     def __init__(self, nameservers: list[str], timeout: float = 5.0) -> None:
         if nameservers:
             self._resolver = dns.resolver.Resolver(configure=False)
-            self._resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(host, port)
-                for host, port in map(parse_nameserver, nameservers)
-            ]
+            self._resolver.nameservers = nameserver_list(nameservers)
         else:
             self._resolver = dns.resolver.Resolver()  # a new one from /etc/resolv.conf
         self._resolver.timeout = timeout

@@ -61,6 +61,11 @@ def parse_nameserver(entry: str) -> tuple[str, int]:
     return parse_host_port(entry, 53)
 
 
+def nameserver_list(nameservers: list[str]) -> list[dns.nameserver.Nameserver]:
+    """`dns.nameservers` ("host" or "host:port") as dnspython's nameserver objects."""
+    return [dns.nameserver.Do53Nameserver(h, p) for h, p in map(parse_nameserver, nameservers)]
+
+
 @dataclass(frozen=True, slots=True)
 class MxHost:
     preference: int
@@ -106,10 +111,7 @@ class Resolver:
         self.trust_ad = all_loopback(nameservers) if trust_ad is None else trust_ad
         if nameservers:
             self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(host, port)
-                for host, port in map(parse_nameserver, nameservers)
-            ]
+            self._resolver.nameservers = nameserver_list(nameservers)
         else:
             self._resolver = dns.asyncresolver.Resolver()
         # Answers as this class hands them out, kept for their TTL — negative ones too,

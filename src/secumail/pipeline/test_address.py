@@ -88,11 +88,7 @@ class TestAddressIntake:
 
     def takes(self, address: Address) -> bool:
         """Whether ``address`` is the test address (the local part case-insensitively)."""
-        return (
-            bool(self.local_part)
-            and address.domain == self.hostname
-            and address.local.lower() == self.local_part
-        )
+        return address.is_mailbox(self.local_part, self.hostname)
 
     async def receive(self, envelope: Envelope, message: bytes) -> Reply:
         """Refuse a plaintext message, or answer 250 with a report queued (or not, counted)."""

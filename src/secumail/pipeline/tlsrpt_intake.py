@@ -52,11 +52,7 @@ class TlsReportIntake:
 
     def takes(self, address: Address) -> bool:
         """Whether ``address`` is the report address (the local part case-insensitively)."""
-        return (
-            bool(self.local_part)
-            and address.domain == self.hostname
-            and address.local.lower() == self.local_part
-        )
+        return address.is_mailbox(self.local_part, self.hostname)
 
     async def receive(self, message: bytes, client_ip: str) -> None:
         """Read the report in ``message`` and keep its metadata, or count why not."""

@@ -1,0 +1,1 @@
+"""secumail-bsn-guard: a Secumail stage plug-in that keeps BSNs inside the organisation."""
