@@ -65,6 +65,7 @@ from tests.e2e.world import GATEWAY_HOST, SECUMAIL, Customer, GatewayProcess  # 
 from tests.harness import free_port  # noqa: E402
 from tests.harness.dns import AuthoritativeDns  # noqa: E402
 from tests.harness.pki import TestCA  # noqa: E402
+from tests.harness.scanners import Clamd, Rspamd  # noqa: E402
 
 PY = sys.executable
 RESULTS = BENCH / "results"
@@ -177,8 +178,9 @@ class Bench:
 
     def __init__(self, *, postfix: bool = True, secumail: bool = True, keep: bool = False,
                  secumail_settings: dict[str, Any] | None = None, quickack: str = "best",
-                 workers: int | list[int] = 1) -> None:
+                 workers: int | list[int] = 1, scan: bool = False) -> None:
         self.workers = [workers] if isinstance(workers, int) else list(workers)
+        self.scan = scan  # one more gateway, "secumail-scan", scanning with clamd and rspamd
         self.gateways: dict[str, BenchGateway] = {}
         self.want_postfix, self.want_secumail, self.keep = postfix, secumail, keep
         self.quickack = quickack
@@ -274,7 +276,29 @@ class Bench:
             who = self._onboard(gw, index)
             self.gateways[name] = gw
             self._add_secumail(name, label, workers, gw, who)
+        if self.scan:
+            self._start_scanning_secumail(len(self.gateways))
         self.gateway = self.gateways["secumail"]  # the one `profile`, `queue100k`, `overload` use
+
+    def _start_scanning_secumail(self, index: int) -> None:
+        """`--scan`: the same gateway with the scan stage on — Debian's clamd (the harness's
+        small signature database: the cost measured is the protocol and clamd's parsing of
+        each message, not a full database's matching) and rspamd (Debian's rules) — so the
+        report shows the cost of scanning next to the gateway without it. The scanners'
+        CPU counts as Secumail's."""
+        clamd = self._stack.enter_context(Clamd())
+        rspamd = self._stack.enter_context(Rspamd())
+        settings = {**self.secumail_settings, "scan__clamd": clamd.socket_path, "scan__rspamd": rspamd.url}
+        gw = BenchGateway(self.work / "gw-scan", self.dns, self.ca, self.sink_port, **settings)
+        gw.cli("init")
+        gw.start()
+        self._stack.callback(gw.stop)
+        who = self._onboard(gw, index)
+        self.gateways["secumail-scan"] = gw
+        self._add_secumail("secumail-scan", "Secumail (scanning)", 1, gw, who)
+        system = self.systems["secumail-scan"]
+        system.groups += [Group("clamd", lambda: clamd.pids()), Group("rspamd", lambda: rspamd.pids())]
+        log(f"secumail-scan: clamd {clamd.socket_path}, rspamd {rspamd.url}")
 
     def _onboard(self, gw: BenchGateway, index: int) -> Customer:
         """The bench customer on the `index`-th gateway. Every gateway names its first DKIM
@@ -562,7 +586,7 @@ def compare(args: argparse.Namespace) -> Path:
     speed = [rsa_signs_per_s()]
     wanted = args.systems.split(",")
     with Bench(keep=args.keep, quickack=args.sink_ack, postfix="postfix" in wanted,
-               secumail="secumail" in wanted, workers=args.workers) as bench:
+               secumail="secumail" in wanted, workers=args.workers, scan=args.scan) as bench:
         systems = list(bench.systems.values())  # Postfix, then each Secumail gateway
         w = max(len(s.name) for s in systems)
         check = bench.equal_work_check()
@@ -1138,6 +1162,9 @@ def main() -> None:
                     help="secumail serve --workers N; compare: comma-separated, one Secumail gateway each, "
                          "all against the same Postfix in one run (e.g. 1,2); profile, queue100k, overload: "
                          "the first entry")
+    ap.add_argument("--scan", action="store_true",
+                    help="compare: also run a Secumail gateway with the scan stage on (clamd and rspamd "
+                         "started here), system 'secumail-scan', to show the cost of scanning")
     ap.add_argument("--negative-ttl", dest="negative_ttl", type=int, default=300,
                     help="TTL of the harness DNS's negative answers (0: every absence is looked up "
                          "again, as the tests want; a real zone's SOA minimum is minutes to hours)")

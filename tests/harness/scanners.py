@@ -117,6 +117,9 @@ class Clamd(HarnessServer):
         )
         wait_until(self._ready, self.START_TIMEOUT, lambda: f"clamd did not start: {self._log()}")
 
+    def pids(self) -> list[int]:
+        return [self._process.pid] if self._process is not None else []
+
     def halt(self) -> None:
         """Stop the daemon (a scanner going down mid-run); `resume` starts it again on the
         same socket and port."""
@@ -185,6 +188,9 @@ class Rspamd(HarnessServer):
         (local / "fuzzy_check.conf").write_text("enabled = false;\n")  # would look up rspamd.com
         self._launch()
         return self
+
+    def pids(self) -> list[int]:
+        return [self._process.pid] if self._process is not None else []
 
     def halt(self) -> None:
         """Stop the daemon; `resume` starts it again on the same port."""
