@@ -291,6 +291,18 @@ class DomainsSettings(_Section):
     health_interval: float = Field(default=24 * 3600, gt=0)
 
 
+class PluginSettings(BaseModel):
+    """Settings of stage plug-ins: one table per stage name, [plugins.<name>], read by the
+    plug-in itself (docs/plugins.md) and never interpreted by Secumail."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def get(self, name: str) -> dict[str, Any]:
+        """The table of the plug-in `name` (empty when there is none)."""
+        table = (self.model_extra or {}).get(name, {})
+        return dict(table) if isinstance(table, dict) else {}
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -311,9 +323,7 @@ class Settings(BaseModel):
     tlsrpt: TlsRptSettings = TlsRptSettings()
     api: ApiSettings = ApiSettings()
     gdpr: GdprSettings = GdprSettings()
-    # Settings of stage plug-ins, one table per stage name ([plugins.<name>]); read by the
-    # plug-in itself (docs/plugins.md), never interpreted here.
-    plugins: dict[str, dict[str, Any]] = {}
+    plugins: PluginSettings = PluginSettings()
     domains: DomainsSettings = DomainsSettings()
 
     _source: Path | None = PrivateAttr(default=None)  # the file read, if any

@@ -8,8 +8,8 @@ Unix socket and on 127.0.0.1:<free port>, with limits small enough for tests to 
 ``AlertExceedsMax`` so a message over a limit is reported, not passed as clean.
 
 `Rspamd` runs ``rspamd`` with Debian's configuration and a local override directory:
-workers bound to 127.0.0.1 only, DNS to a dead loopback port, the fuzzy module (which
-would look up rspamd.com) off. GTUBE scores 15 (action ``reject``). Its compiled
+workers bound to 127.0.0.1 only, DNS to a loopback server only (a dead port unless one
+is given), the fuzzy module (which would look up rspamd.com) off. GTUBE scores 15 (action ``reject``). Its compiled
 Hyperscan cache lives in ``~/.cache/secumail-tests/rspamd`` so only the first start of a
 machine is slow (~30 s); later ones take a few seconds.
 """
@@ -158,7 +158,12 @@ class Clamd(HarnessServer):
 class Rspamd(HarnessServer):
     START_TIMEOUT = 120.0  # the first start on a machine compiles Hyperscan databases
 
-    def __init__(self) -> None:
+    def __init__(self, *, workers: int = 1, nameserver: str = "127.0.0.1:1") -> None:
+        self.workers = workers  # normal worker processes (rspamd's default: one per core)
+        # Where rspamd's own lookups (SPF, DKIM, RBLs) go: a loopback server. The default,
+        # a dead port, makes each lookup wait for its timeout (seconds per message): fine
+        # for verdicts, not for measuring; the bench passes its harness DNS, which answers.
+        self.nameserver = nameserver
         self.port = 0
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -176,11 +181,13 @@ class Rspamd(HarnessServer):
             (self._dir / sub).mkdir()
         RSPAMD_CACHE.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        (local / "worker-normal.inc").write_text(f'bind_socket = "127.0.0.1:{self.port}";\ncount = 1;\n')
+        (local / "worker-normal.inc").write_text(
+            f'bind_socket = "127.0.0.1:{self.port}";\ncount = {self.workers};\n'
+        )
         (local / "worker-controller.inc").write_text(f'bind_socket = "127.0.0.1:{free_port()}";\n')
         (local / "worker-proxy.inc").write_text(f'bind_socket = "127.0.0.1:{free_port()}";\n')
         (local / "options.inc").write_text(
-            'dns { nameserver = ["127.0.0.1:1"]; timeout = 0.5s; retransmits = 1; }\n'
+            f'dns {{ nameserver = ["{self.nameserver}"]; timeout = 0.5s; retransmits = 1; }}\n'
         )
         (local / "logging.inc").write_text(
             f'type = "file"; filename = "{self._dir / "log" / "rspamd.log"}"; level = "error";\n'

@@ -48,7 +48,7 @@ class BsnGuardStage:
 
     def __init__(self, ctx: StageContext) -> None:
         self.ctx = ctx
-        conf = ctx.settings.plugins.get(self.name, {})
+        conf = ctx.settings.plugins.get(self.name)
         self.allowed = {str(a) for a in conf.get("allowed_accounts", [])}
 
     async def close(self) -> None:

@@ -134,6 +134,8 @@ def entries(settings: BaseModel, prefix: str = "") -> Iterator[Entry | tuple[str
             _is_secret(name, info.annotation, value),
             *comments.get(name, ([], [])),
         )
+    for name, value in (settings.model_extra or {}).items():  # [plugins.<name>] tables
+        yield Entry(f"{prefix}{name}", value, None, True, False, [], [])
     yield from nested
 
 
