@@ -1,4 +1,4 @@
-"""The last health report of each customer domain (`mail/domain_health.py`), kept so that
+"""The last health report of each customer domain (`mail/domain_health/`), kept so that
 `secumail domain show` and `GET /v1/domains/{name}/health` read it without probing.
 
 Only metadata: DNS answers about the domain and how its MX servers answered. One row per
