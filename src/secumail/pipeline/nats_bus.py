@@ -50,11 +50,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import math
 import re
 import secrets
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -103,11 +106,88 @@ DUPLICATE_WINDOW = 3600.0
 STREAM_IN_USE = 10058
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+log = logging.getLogger("secumail.bus")
+
+
+class Malformed(ValueError):
+    """A message on the stream that no worker of ours wrote."""
+
+
+def _number(text: str | None) -> float:
+    """A header's finite, non-negative number (0 when absent)."""
+    if text is None:
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        raise Malformed("not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise Malformed("not a finite time or count")
+    return value
+
+
+def _job(data: bytes) -> Job:
+    try:
+        body = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise Malformed("body is not JSON") from None
+    if not (
+        isinstance(body, dict)
+        and isinstance(body.get("id"), str)
+        and isinstance(body.get("payload"), dict)
+    ):
+        raise Malformed("body is not a job")
+    return Job(body["id"], body["payload"])
+
+
+def _born_until(text: str | None) -> float | None:
+    """The lease end of a claim born with its message (``<token> <lease end>``)."""
+    if text is None:
+        return None
+    parts = text.split(" ")
+    if len(parts) != 2:
+        raise Malformed("bad claim header")
+    return _number(parts[1])
+
 
 def _name(kind: str, value: str) -> str:
     if not NAME.fullmatch(value):
         raise ValueError(f"{kind} {value!r}: letters, digits, '_' and '-' only")
     return value
+
+
+def _seq(m: Msg) -> int:
+    try:
+        return m.metadata.sequence.stream
+    except (nats.errors.Error, ValueError, IndexError):  # not a JetStream reply subject
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A pulled message, checked: what claiming it needs."""
+
+    msg: Msg
+    seq: int
+    job: Job
+    due: float
+    attempts: int
+    born_until: float | None
+
+    @classmethod
+    def of(cls, m: Msg) -> _Offer:
+        headers = m.headers or {}
+        seq = _seq(m)
+        if seq <= 0:
+            raise Malformed("no stream sequence")
+        return cls(
+            m,
+            seq,
+            _job(m.data),
+            _number(headers.get(DUE)),
+            int(_number(headers.get(ATTEMPTS))),
+            _born_until(headers.get(BORN_CLAIMED)),
+        )
 
 
 class NatsBus:
@@ -288,65 +368,63 @@ class NatsBus:
             if not msgs:
                 break
             now = time.time()
-            due: list[Msg] = []
+            due: list[_Offer] = []
             for m in msgs:
-                at = float((m.headers or {}).get(DUE, 0))
-                if at > now:
-                    await m.nak(delay=at - now)
+                try:
+                    offer = _Offer.of(m)
+                except Malformed as exc:
+                    # Not ours (nothing else may publish on the stream): taken out so
+                    # it cannot block the queue. Its sequence only, not its content.
+                    log.warning("bus: dropped message %d of %s: %s", _seq(m), queue, exc)
+                    await self.nc.publish(m.reply, b"+TERM")
+                    continue
+                if offer.due > now:
+                    await m.nak(delay=offer.due - now)
                 else:
-                    due.append(m)
+                    due.append(offer)
             claimed += await self._take(queue, due, token)
         return claimed
 
-    async def _take(self, queue: str, msgs: list[Msg], token: str) -> list[Claimed]:
+    async def _take(self, queue: str, offers: list[_Offer], token: str) -> list[Claimed]:
         """Claim the messages not held by another claim, in one store transaction."""
-        offers: list[tuple[int, int, float | None]] = []
-        for m in msgs:
-            headers = m.headers or {}
-            born = headers.get(BORN_CLAIMED)
-            born_until = float(born.split(" ")[1]) if born else None
-            offers.append((m.metadata.sequence.stream, int(headers.get(ATTEMPTS, 0)), born_until))
         lease = self.lease
 
         def op(c: sqlite3.Connection) -> list[tuple[int, float]]:
             """(attempts, lease end) per offer; attempts 0 when another claim holds it."""
             now = time.time()
             out: list[tuple[int, float]] = []
-            for seq, before, born_until in offers:
+            for o in offers:
                 row = c.execute(
                     "SELECT attempts, lease_until FROM bus_claims WHERE stream = ? AND seq = ?",
-                    (self.stream, seq),
+                    (self.stream, o.seq),
                 ).fetchone()
                 if row is not None and row[1] > now:
                     out.append((0, row[1]))
                     continue
-                if row is None and born_until is not None and born_until > now:
-                    out.append((0, born_until))
+                if row is None and o.born_until is not None and o.born_until > now:
+                    out.append((0, o.born_until))
                     continue
-                prior = row[0] if row is not None else before + (born_until is not None)
+                prior = row[0] if row is not None else o.attempts + (o.born_until is not None)
                 attempts = prior + 1
                 c.execute(
                     "INSERT INTO bus_claims (stream, seq, token, attempts, lease_until)"
                     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream, seq) DO UPDATE SET"
                     " token = excluded.token, attempts = excluded.attempts,"
                     " lease_until = excluded.lease_until",
-                    (self.stream, seq, token, attempts, now + lease),
+                    (self.stream, o.seq, token, attempts, now + lease),
                 )
                 out.append((attempts, now + lease))
             return out
 
-        taken = await self.db.run(op)
+        taken = await self.db.run(op) if offers else []
         claimed: list[Claimed] = []
         now = time.time()
-        for m, (attempts, until) in zip(msgs, taken, strict=True):
+        for o, (attempts, until) in zip(offers, taken, strict=True):
             # JetStream brings it back when the lease (ours or the holder's) ends.
-            await m.nak(delay=max(until - now, 0.001))
+            await o.msg.nak(delay=max(until - now, 0.001))
             if attempts:
-                body = json.loads(m.data)
-                seq = m.metadata.sequence.stream
-                self._held[seq] = m
-                job = Job(str(body["id"]), dict(body["payload"]))
-                claimed.append(Claimed(seq, queue, job, attempts, token))
+                self._held[o.seq] = o.msg
+                claimed.append(Claimed(o.seq, queue, o.job, attempts, token))
         return claimed
 
     async def renew(self, claimed: Sequence[Claimed]) -> None:
