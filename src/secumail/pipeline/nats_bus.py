@@ -75,6 +75,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from secumail.errors import StoreError
 from secumail.pipeline.bus import Claimed, Job, Publish, StoreWrites
 from secumail.store.database import Database
 
@@ -211,6 +212,7 @@ class NatsBus:
         self._consumers: set[str] = set()
         self._events: dict[str, asyncio.Event] = {}
         self._held: dict[int, Msg] = {}  # deliveries of the jobs this bus claimed
+        self._gone: list[int] = []  # ended claims whose messages left the stream
         self._ready = 0
         self._ready_at = -DEPTH_CACHE
 
@@ -388,9 +390,11 @@ class NatsBus:
     async def _take(self, queue: str, offers: list[_Offer], token: str) -> list[Claimed]:
         """Claim the messages not held by another claim, in one store transaction."""
         lease = self.lease
+        gone = self._take_gone()
 
         def op(c: sqlite3.Connection) -> list[tuple[int, float]]:
             """(attempts, lease end) per offer; attempts 0 when another claim holds it."""
+            self._forget(c, gone)
             now = time.time()
             out: list[tuple[int, float]] = []
             for o in offers:
@@ -416,7 +420,11 @@ class NatsBus:
                 out.append((attempts, now + lease))
             return out
 
-        taken = await self.db.run(op) if offers else []
+        try:
+            taken = await self.db.run(op) if offers else []
+        except BaseException:
+            self._gone += gone
+            raise
         claimed: list[Claimed] = []
         now = time.time()
         for o, (attempts, until) in zip(offers, taken, strict=True):
@@ -449,21 +457,38 @@ class NatsBus:
 
     # -- ending a claim ----------------------------------------------------------------
     def _release(self, c: sqlite3.Connection, claimed: Claimed) -> bool:
-        """End the claim in the store: True when it still held the job."""
+        """End the claim in the store: True when it still held the job. The row stays,
+        ended (no token), until the message has left the stream: should this worker die
+        before that, the job comes back with its attempts counted on."""
         if c.execute(
-            "DELETE FROM bus_claims WHERE stream = ? AND seq = ? AND token = ?",
+            "UPDATE bus_claims SET token = '', lease_until = 0"
+            " WHERE stream = ? AND seq = ? AND token = ?",
             (self.stream, claimed.id, claimed.token),
         ).rowcount:
             return True
         if not claimed.token.startswith(BORN):
             return False
         # Born with its message and never renewed: held unless another claim took it.
-        return (
+        return bool(
             c.execute(
-                "SELECT 1 FROM bus_claims WHERE stream = ? AND seq = ?", (self.stream, claimed.id)
-            ).fetchone()
-            is None
+                "INSERT OR IGNORE INTO bus_claims (stream, seq, token, attempts, lease_until)"
+                " VALUES (?, ?, '', ?, 0)",
+                (self.stream, claimed.id, claimed.attempts),
+            ).rowcount
         )
+
+    def _take_gone(self) -> list[int]:
+        gone, self._gone = self._gone, []
+        return gone
+
+    def _forget(self, c: sqlite3.Connection, gone: list[int]) -> None:
+        """Delete the ended claims of messages gone from the stream (done in the next
+        transaction this bus makes anyway: no commit of its own)."""
+        if gone:
+            c.executemany(
+                "DELETE FROM bus_claims WHERE stream = ? AND seq = ? AND token = ''",
+                [(self.stream, seq) for seq in gone],
+            )
 
     async def _remove(self, claimed: Claimed) -> None:
         """Take the job's message out of the stream."""
@@ -473,20 +498,29 @@ class NatsBus:
             # (Msg.ack_sync refuses a message it has seen nak'ed: the nak above was the
             # lease, this is the end of the claim.)
             await self.nc.request(msg.reply, b"+ACK", timeout=FETCH_TIMEOUT)
-            return
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.js.delete_msg(self.stream, claimed.id)
+        else:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_msg(self.stream, claimed.id)
+        self._gone.append(claimed.id)
 
     async def settle(
         self, claimed: Claimed, then: Sequence[Publish], writes: StoreWrites = ()
     ) -> bool:
+        gone = self._take_gone()
+
         def op(c: sqlite3.Connection) -> bool:
             held = self._release(c, claimed)
             for fn in writes:
                 fn(c)
+            self._forget(c, gone)
             return held
 
-        if not await self.db.run(op):
+        try:
+            held = await self.db.run(op)
+        except BaseException:
+            self._gone += gone
+            raise
+        if not held:
             self._held.pop(claimed.id, None)
             return False
         for i, p in enumerate(then):
@@ -537,6 +571,10 @@ class NatsBus:
         for ev in self._events.values():
             ev.set()
         self._held.clear()
+        gone = self._take_gone()
+        if gone:
+            with contextlib.suppress(StoreError):
+                await self.db.run(lambda c: self._forget(c, gone))
         if not self.nc.is_closed:
             await self.nc.close()
 
