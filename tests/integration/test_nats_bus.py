@@ -53,7 +53,7 @@ def mark(name: str) -> Callable[[sqlite3.Connection], None]:
 
 
 async def marked(db: Database) -> list[str]:
-    return await db.read(lambda c: [r[0] for r in c.execute("SELECT name FROM marks ORDER BY n")])
+    return await db.read(lambda c: [str(r[0]) for r in c.execute("SELECT name FROM marks ORDER BY n")])
 
 
 async def eventually(probe: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
