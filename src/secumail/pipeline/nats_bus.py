@@ -283,8 +283,9 @@ class NatsBus:
         if msg.headers and BORN_CLAIMED in msg.headers:
             return
         parts = msg.subject.split(".")
-        if len(parts) == 3:
-            self._event(parts[1]).set()
+        ev = self._events.get(parts[1]) if len(parts) == 3 else None
+        if ev is not None:  # a queue this bus claims from
+            ev.set()
 
     async def wait(self, queue: str, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -365,10 +366,11 @@ class NatsBus:
         await self._consumer(_name("queue", queue))
         token = secrets.token_hex(8)
         claimed: list[Claimed] = []
-        while len(claimed) < limit:
-            msgs = await self._fetch(queue, limit - len(claimed))
-            if not msgs:
-                break
+        more = True
+        while more and len(claimed) < limit:
+            want = limit - len(claimed)
+            msgs = await self._fetch(queue, want)
+            more = len(msgs) == want  # fewer: the consumer had no more to give
             now = time.time()
             due: list[_Offer] = []
             for m in msgs:
@@ -523,8 +525,9 @@ class NatsBus:
         if not held:
             self._held.pop(claimed.id, None)
             return False
-        for i, p in enumerate(then):
-            await self._publish(p, msg_id=f"{self.stream}.{claimed.id}.{i}")
+        await asyncio.gather(
+            *(self._publish(p, msg_id=f"{self.stream}.{claimed.id}.{i}") for i, p in enumerate(then))
+        )
         await self._remove(claimed)
         self._ready_at = -DEPTH_CACHE
         return True
