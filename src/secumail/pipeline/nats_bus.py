@@ -65,6 +65,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -196,19 +197,24 @@ class NatsBus:
 
     def __init__(
         self,
-        nc: Client,
+        url: str,
         db: Database,
         *,
-        stream: str,
+        stream: str = "SECUMAIL",
         bound: int,
         lease: float,
+        duplicate_window: float = DUPLICATE_WINDOW,
     ) -> None:
-        self.nc = nc
-        self.js = nc.jetstream()
+        """Not yet connected: the first call connects (`connect` does it at once)."""
+        self.url = url
         self.db = db
         self.stream = _name("stream", stream)
         self.bound = bound
         self.lease = lease
+        self.duplicate_window = duplicate_window
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._connecting = asyncio.Lock()
         self._consumers: set[str] = set()
         self._events: dict[str, asyncio.Event] = {}
         self._held: dict[int, Msg] = {}  # deliveries of the jobs this bus claimed
@@ -227,28 +233,53 @@ class NatsBus:
         lease: float,
         duplicate_window: float = DUPLICATE_WINDOW,
     ) -> NatsBus:
-        """Connect to `url`, create the stream when missing, watch for new jobs."""
-        nc = await nats.connect(url, name="secumail", connect_timeout=5)
-        bus = cls(nc, db, stream=stream, bound=bound, lease=lease)
-        try:
-            await bus._ensure_stream(duplicate_window)
-            await nc.subscribe(f"{bus.stream}.*.now", cb=bus._seen)
-        except BaseException:
-            await nc.close()
-            raise
+        """A bus connected to `url` (see `_connected`)."""
+        bus = cls(
+            url, db, stream=stream, bound=bound, lease=lease, duplicate_window=duplicate_window
+        )
+        await bus._connected()
         return bus
 
-    async def _ensure_stream(self, duplicate_window: float) -> None:
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("NatsBus used before it connected")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("NatsBus used before it connected")
+        return self._js
+
+    async def _connected(self) -> None:
+        """Connect (once): create the stream when missing, watch for new jobs."""
+        if self._nc is not None:
+            return
+        async with self._connecting:
+            if self._nc is not None:
+                return
+            nc = await nats.connect(self.url, name="secumail", connect_timeout=5)
+            js = nc.jetstream()
+            try:
+                await self._ensure_stream(js)
+                await nc.subscribe(f"{self.stream}.*.now", cb=self._seen)
+            except BaseException:
+                await nc.close()
+                raise
+            self._nc, self._js = nc, js
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
         config = StreamConfig(
             name=self.stream,
             subjects=[f"{self.stream}.>"],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             discard=DiscardPolicy.OLD,
-            duplicate_window=duplicate_window,
+            duplicate_window=self.duplicate_window,
         )
         try:
-            await self.js.add_stream(config)
+            await js.add_stream(config)
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != STREAM_IN_USE:  # made by another worker, maybe differently
                 raise
@@ -288,6 +319,7 @@ class NatsBus:
             ev.set()
 
     async def wait(self, queue: str, timeout: float) -> None:
+        await self._connected()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event(queue).wait(), min(timeout, POLL))
 
@@ -301,6 +333,7 @@ class NatsBus:
         born: tuple[str, float] | None = None,
     ) -> int:
         """Put the job on its queue's subject; its stream sequence."""
+        await self._connected()
         queue = _name("queue", p.queue)
         headers: dict[str, str] = {}
         if p.delay > 0:
@@ -363,6 +396,7 @@ class NatsBus:
 
     async def claim(self, queue: str, limit: int) -> list[Claimed]:
         self._event(queue).clear()
+        await self._connected()
         await self._consumer(_name("queue", queue))
         token = secrets.token_hex(8)
         claimed: list[Claimed] = []
@@ -549,6 +583,7 @@ class NatsBus:
 
     # -- counting ----------------------------------------------------------------------
     async def _counts(self, subjects: str) -> dict[str, int]:
+        await self._connected()
         info = await self.js.stream_info(self.stream, subjects_filter=subjects)
         counts: dict[str, int] = {}
         for subject, n in (info.state.subjects or {}).items():
@@ -578,8 +613,8 @@ class NatsBus:
         if gone:
             with contextlib.suppress(StoreError):
                 await self.db.run(lambda c: self._forget(c, gone))
-        if not self.nc.is_closed:
-            await self.nc.close()
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
 
 
 if TYPE_CHECKING:
