@@ -9,7 +9,7 @@ CONFIG ?= var/secumail.toml
 $(BIN)/secumail: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,fast,hsm,scale]'
+	$(BIN)/pip install -q -e '.[test,fast,hsm]'
 	touch $(BIN)/secumail
 
 venv: $(BIN)/secumail

@@ -179,7 +179,10 @@ class StorageSettings(_Section):
 
 
 class BusSettings(_Section):
+    # "embedded" (queues in the SQLite file) or "nats://host:port" (NATS JetStream,
+    # pipeline/nats_bus.py; claims and the stages' writes stay in the metadata store).
     url: str = "embedded"
+    stream: str = "SECUMAIL"  # the JetStream stream (and subject prefix) of a NATS bus
     # Work ready for the stages (all queues, deferred retries not counted); at or over it
     # the intake answers 451 4.3.2 / 503. ~10 s of backlog at 200 msg/s.
     queue_bound: int = 2000
