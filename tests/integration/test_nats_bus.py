@@ -172,3 +172,22 @@ def test_queue_names_that_are_not_one_subject_token_are_refused(
         assert await b.depths() == {}
 
     run(server, db, main)
+
+
+def test_the_claims_of_settled_jobs_leave_the_store(server: NatsServer, db: Database) -> None:
+    # The row of an ended claim stays until its message has left the stream, then goes
+    # with the bus's next transaction (or at close): the store does not grow per job.
+    async def main(bus: Callable[..., Awaitable[NatsBus]]) -> None:
+        b = await bus()
+        for i in range(5):
+            await b.publish("route", Job(f"M{i}"))
+        for c in await b.claim("route", 10):
+            assert await b.settle(c, [])
+        assert await b.claim("route", 10) == []
+        (kept,) = [await b.publish_claimed("sign", Job("M9"))]
+        assert await b.retry(kept, LONG) is True
+        await b.close()
+        rows = await db.read(lambda c: c.execute("SELECT COUNT(*) FROM bus_claims").fetchone())
+        assert rows[0] == 0
+
+    run(server, db, main)

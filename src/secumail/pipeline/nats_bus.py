@@ -425,6 +425,8 @@ class NatsBus:
 
     async def _take(self, queue: str, offers: list[_Offer], token: str) -> list[Claimed]:
         """Claim the messages not held by another claim, in one store transaction."""
+        if not offers:
+            return []
         lease = self.lease
         gone = self._take_gone()
 
@@ -457,7 +459,7 @@ class NatsBus:
             return out
 
         try:
-            taken = await self.db.run(op) if offers else []
+            taken = await self.db.run(op)
         except BaseException:
             self._gone += gone
             raise
