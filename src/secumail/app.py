@@ -47,7 +47,7 @@ from secumail.pipeline.inbound_mx import InboundMx
 from secumail.pipeline.intake import Intake
 from secumail.pipeline.mta_sts_source import StsPolicySource
 from secumail.pipeline.mx_connector import MxConnector
-from secumail.pipeline.nats_bus import NATS_BUS_SCHEMA, NatsBus
+from secumail.pipeline.nats_bus import NAME, NATS_BUS_SCHEMA, NatsBus
 from secumail.pipeline.preflight import Preflight
 from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
@@ -153,6 +153,11 @@ class Services:
             raise ConfigError(
                 f"bus.url {settings.bus.url!r}: 'embedded' or nats://host:port"
                 f" ({settings.where('bus.url')})"
+            )
+        if nats_url and not NAME.fullmatch(settings.bus.stream):
+            raise ConfigError(
+                f"bus.stream {settings.bus.stream!r}: letters, digits, '_' and '-' only"
+                f" ({settings.where('bus.stream')})"
             )
         self.db = Database(Path(sqlite_path(settings)))
         self.db.open(SCHEMA + SPOOL_SCHEMA + (NATS_BUS_SCHEMA if nats_url else BUS_SCHEMA))

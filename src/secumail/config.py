@@ -186,7 +186,7 @@ class BusSettings(_Section):
     # Work ready for the stages (all queues, deferred retries not counted); at or over it
     # the intake answers 451 4.3.2 / 503. ~10 s of backlog at 200 msg/s.
     queue_bound: int = 2000
-    # ... or when a job has waited longer than this for a worker (0: off).
+    # ... or when a job has waited longer than this for a worker (0: off; embedded bus only).
     max_wait: float = 3.0
     lease: float = 60.0  # a claimed job returns to its queue when not renewed by then
 

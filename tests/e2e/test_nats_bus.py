@@ -63,15 +63,23 @@ def test_mail_queued_on_nats_survives_kill_9_and_is_delivered_once(
     assert messages_in(nats_server.url, "SECUMAIL") == 0, "nothing left queued"
 
 
-def test_a_bus_url_that_is_neither_embedded_nor_nats_is_refused_at_start(
-    make_gateway: Callable[..., GatewayProcess],
+@pytest.mark.parametrize(
+    ("lines", "told"),
+    [
+        ('url = "amqp://127.0.0.1:5672"', "bus.url 'amqp://127.0.0.1:5672': 'embedded' or nats://"),
+        (
+            'url = "nats://127.0.0.1:4"\nstream = "SECUMAIL.>"',
+            "bus.stream 'SECUMAIL.>': letters, digits, '_' and '-' only",
+        ),
+    ],
+)
+def test_bus_settings_that_cannot_work_are_refused_at_start(
+    make_gateway: Callable[..., GatewayProcess], lines: str, told: str
 ) -> None:
     gw = make_gateway()
     config = gw.config.read_text(encoding="utf-8")
     assert "\n[bus]\n" in config
-    gw.config.write_text(
-        config.replace("\n[bus]\n", '\n[bus]\nurl = "amqp://127.0.0.1:5672"\n'), encoding="utf-8"
-    )
+    gw.config.write_text(config.replace("\n[bus]\n", f"\n[bus]\n{lines}\n"), encoding="utf-8")
     done = gw.cli_process("serve")
     assert done.returncode != 0
-    assert "bus.url 'amqp://127.0.0.1:5672': 'embedded' or nats://host:port" in done.stderr
+    assert told in done.stderr
