@@ -47,6 +47,7 @@ from secumail.pipeline.inbound_mx import InboundMx
 from secumail.pipeline.intake import Intake
 from secumail.pipeline.mta_sts_source import StsPolicySource
 from secumail.pipeline.mx_connector import MxConnector
+from secumail.pipeline.nats_bus import NAME, NATS_BUS_SCHEMA, NatsBus
 from secumail.pipeline.preflight import Preflight
 from secumail.pipeline.route_planner import RoutePlanner
 from secumail.pipeline.runner import StageRunner
@@ -147,12 +148,19 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        if settings.bus.url != "embedded":
+        nats_url = settings.bus.url.startswith("nats://")
+        if settings.bus.url != "embedded" and not nats_url:
             raise ConfigError(
-                f"bus.url {settings.bus.url!r}: only 'embedded' is supported in this version"
+                f"bus.url {settings.bus.url!r}: 'embedded' or nats://host:port"
+                f" ({settings.where('bus.url')})"
+            )
+        if nats_url and not NAME.fullmatch(settings.bus.stream):
+            raise ConfigError(
+                f"bus.stream {settings.bus.stream!r}: letters, digits, '_' and '-' only"
+                f" ({settings.where('bus.stream')})"
             )
         self.db = Database(Path(sqlite_path(settings)))
-        self.db.open(SCHEMA + SPOOL_SCHEMA + BUS_SCHEMA)
+        self.db.open(SCHEMA + SPOOL_SCHEMA + (NATS_BUS_SCHEMA if nats_url else BUS_SCHEMA))
         self.store = MetadataStore(self.db)
         master = load_master_key(settings.master_key_file)
         self.bodies = BodyStore(self.db, master)
@@ -160,12 +168,22 @@ class Services:
         self.keyring = DkimKeyring(self.signing, master)
         self._master = master
         self.audit = AuditLog(self.db, master)
-        self.bus: Bus = EmbeddedBus(
-            self.db,
-            bound=settings.bus.queue_bound,
-            lease=settings.bus.lease,
-            max_wait=settings.bus.max_wait,
-            queues=settings.pipeline.stages,
+        self.bus: Bus = (
+            NatsBus(
+                settings.bus.url,
+                self.db,
+                stream=settings.bus.stream,
+                bound=settings.bus.queue_bound,
+                lease=settings.bus.lease,
+            )
+            if nats_url
+            else EmbeddedBus(
+                self.db,
+                bound=settings.bus.queue_bound,
+                lease=settings.bus.lease,
+                max_wait=settings.bus.max_wait,
+                queues=settings.pipeline.stages,
+            )
         )
         self.resolver = Resolver(
             settings.dns.nameservers, settings.dns.timeout, trust_ad=settings.dns.trust_ad

@@ -179,11 +179,14 @@ class StorageSettings(_Section):
 
 
 class BusSettings(_Section):
+    # "embedded" (queues in the SQLite file) or "nats://host:port" (NATS JetStream,
+    # pipeline/nats_bus.py; claims and the stages' writes stay in the metadata store).
     url: str = "embedded"
+    stream: str = "SECUMAIL"  # the JetStream stream (and subject prefix) of a NATS bus
     # Work ready for the stages (all queues, deferred retries not counted); at or over it
     # the intake answers 451 4.3.2 / 503. ~10 s of backlog at 200 msg/s.
     queue_bound: int = 2000
-    # ... or when a job has waited longer than this for a worker (0: off).
+    # ... or when a job has waited longer than this for a worker (0: off; embedded bus only).
     max_wait: float = 3.0
     lease: float = 60.0  # a claimed job returns to its queue when not renewed by then
 

@@ -9,6 +9,7 @@ afterwards. To put a new bus under the contract, add a world for it to `WORLDS`.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ import pytest
 
 from secumail.pipeline.bus import Bus
 from secumail.pipeline.embedded_bus import BUS_SCHEMA, EmbeddedBus
+from secumail.pipeline.nats_bus import NATS_BUS_SCHEMA, NatsBus
 from secumail.store.database import Database
+from tests.harness.nats import NatsServer
 
 LONG = 3600.0  # a lease or delay that no test outlives
 
@@ -92,9 +95,42 @@ class EmbeddedWorld:
         self.db.close()
 
 
+class NatsWorld(EmbeddedWorld):
+    """The NATS JetStream bus: queues in a stream of this session's own nats-server (a
+    stream of its own per test), claims and store writes in a SQLite file."""
+
+    server: NatsServer | None = None  # one per test session, started by the first world
+
+    def __init__(self, path: Path) -> None:
+        if NatsWorld.server is None:
+            NatsWorld.server = NatsServer().start()
+        self.url = NatsWorld.server.url
+        self.stream = "CONTRACT_" + secrets.token_hex(6)
+        self.db = Database(path)
+        self.db.open(NATS_BUS_SCHEMA + MARKS_SCHEMA)
+        self._buses = []
+
+    async def bus(self, *, lease: float = LONG, bound: int = 100) -> Bus:
+        made = await NatsBus.connect(
+            self.url, self.db, stream=self.stream, bound=bound, lease=lease
+        )
+        self._buses.append(made)
+        return made
+
+
 WORLDS: dict[str, Callable[[Path], BusWorld]] = {
     "embedded": EmbeddedWorld,
+    "nats": NatsWorld,
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_nats_server() -> Iterator[None]:
+    """Stop the NATS server a world started, at the end of the session."""
+    yield
+    if NatsWorld.server is not None:
+        NatsWorld.server.stop()
+        NatsWorld.server = None
 
 
 @pytest.fixture(params=sorted(WORLDS))
