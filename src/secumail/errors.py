@@ -9,6 +9,7 @@
     ├── SpoolError                   an encrypted body cannot be written, read or is gone
     ├── EvidenceError                a delivery-evidence token is malformed or does not verify
     ├── AdmissionRefused             a queue is over its bound: answer 451 4.3.2 / 503
+    ├── BusUnavailable               the queues (NATS) cannot be reached: refuse new work for now
     ├── ScannerUnavailable           a virus or spam scanner did not answer: wait and retry
     ├── StsError                     MTA-STS discovery failed (mail.mta_sts; RFC 8460 result type)
     │   └── StsFetchError            fetching the policy over HTTPS failed (net.mta_sts_fetch)
@@ -80,6 +81,11 @@ class EvidenceError(SecumailError):
 
 class AdmissionRefused(SecumailError):
     """A queue is over its bound; the caller must answer with a temporary failure."""
+
+
+class BusUnavailable(SecumailError):
+    """The stage queues cannot be reached (NATS down or unreachable): new work is refused
+    with a temporary reply and the stages wait; nothing queued is lost."""
 
 
 class ScannerUnavailable(SecumailError):

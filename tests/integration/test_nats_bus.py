@@ -24,6 +24,7 @@ import pytest
 from secumail.pipeline.bus import Claimed, Job, Publish
 from secumail.pipeline.nats_bus import NATS_BUS_SCHEMA, NatsBus
 from secumail.store.database import Database
+from tests.harness import free_port
 from tests.harness.nats import NatsServer
 
 SHORT = 0.05
@@ -191,3 +192,24 @@ def test_the_claims_of_settled_jobs_leave_the_store(server: NatsServer, db: Data
         assert rows[0] == 0
 
     run(server, db, main)
+
+
+def test_nats_down_is_bus_unavailable_and_the_intake_refuses_new_work(db: Database) -> None:
+    """No NATS server at bus.url: every call says `BusUnavailable` (a Secumail error with
+    the URL), and the intake answers "full" — a temporary refusal — instead of crashing
+    the SMTP session."""
+    from secumail.errors import BusUnavailable
+    from secumail.pipeline.intake import Intake
+
+    async def main() -> None:
+        dead = f"nats://127.0.0.1:{free_port()}"
+        bus = NatsBus(dead, db, stream="T_DOWN", bound=100, lease=LONG)
+        with pytest.raises(BusUnavailable, match="cannot connect"):
+            await bus.claim("route", 1)
+        with pytest.raises(BusUnavailable):
+            await NatsBus.connect(dead, db, stream="T_DOWN", bound=100, lease=LONG)
+        intake = Intake(None, None, bus, "route")  # type: ignore[arg-type]  # only `full` is asked
+        assert await intake.full() is True
+        await bus.close()
+
+    asyncio.run(main())

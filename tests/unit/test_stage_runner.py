@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 
+from secumail.errors import BusUnavailable
 from secumail.pipeline.bus import Job, StageResult, Verdict
 from secumail.pipeline.embedded_bus import EmbeddedBus
 from secumail.pipeline.runner import StageRunner
@@ -339,3 +340,37 @@ def test_writes_are_kept_when_the_lease_lapsed_meanwhile(bus_db: Database) -> No
 
     asyncio.run(main())
     assert _marks(bus_db) == ["M1"]
+
+
+class FlakyBus(EmbeddedBus):
+    """The embedded bus whose queues cannot be reached for the first `down` claims."""
+
+    def __init__(self, bus_db: Database, down: int) -> None:
+        super().__init__(bus_db, bound=100, lease=60)
+        self.down = down
+
+    async def claim(self, queue: str, limit: int):
+        if self.down > 0:
+            self.down -= 1
+            raise BusUnavailable("bus.url nats://127.0.0.1:1: cannot connect")
+        return await super().claim(queue, limit)
+
+
+def test_a_stage_waits_for_a_bus_that_cannot_be_reached_and_goes_on(
+    bus_db: Database, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NATS down (at start or for a while): the runner neither dies nor spins; it says so
+    once, tries again, and handles the work once the bus answers."""
+    monkeypatch.setattr("secumail.pipeline.runner.BUS_RETRY", 0.01)
+    bus = FlakyBus(bus_db, down=3)
+    stage = Scripted("deliver", {"M1": StageResult.done()})
+    [runner] = runners(bus, [stage], chain=False)
+
+    async def body() -> None:
+        await bus.publish("deliver", Job("M1"))
+        await until(lambda: [m for m, _p in stage.seen] == ["M1"])
+
+    asyncio.run(run_all([runner], body))
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("waits for the bus" in m for m in messages) == 1
+    assert sum("the bus answers again" in m for m in messages) == 1

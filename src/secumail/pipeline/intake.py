@@ -12,17 +12,20 @@ and any worker takes it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Protocol
 
-from secumail.errors import AdmissionRefused
+from secumail.errors import AdmissionRefused, BusUnavailable
 from secumail.mail.ids import new_message_id
 from secumail.pipeline.bus import Bus, Claimed, Job
 from secumail.spool.body_store import BodyStore
 from secumail.store.database import Op
 from secumail.store.metadata import MetadataStore
 from secumail.store.records import NewMessage
+
+log = logging.getLogger("secumail.intake")
 
 
 class LocalConsumer(Protocol):
@@ -46,7 +49,13 @@ class Intake:
     async def full(self) -> bool:
         """Admission control: is the work waiting for the stages at the bus's bound (or
         waiting too long)? `Bus.over_bound` says what counts."""
-        return await self.bus.over_bound(self.first_queue)
+        try:
+            return await self.bus.over_bound(self.first_queue)
+        except BusUnavailable as exc:
+            # Nothing can be queued now: refused like a full queue (a temporary reply), and
+            # the sender's server tries again; what is queued already is safe in the bus.
+            log.warning("intake refuses new work: %s", exc)
+            return True
 
     async def accept(
         self, message: NewMessage, body: bytes, *, admission: bool = True, also: Sequence[Op] = ()

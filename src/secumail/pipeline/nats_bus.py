@@ -56,7 +56,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from secumail.errors import StoreError
+from secumail.errors import BusUnavailable, StoreError
 from secumail.pipeline.bus import Claimed, Job, Publish, StoreWrites
 from secumail.store.database import Database
 
@@ -254,20 +254,48 @@ class NatsBus:
 
     async def _connected(self) -> None:
         """Connect (once): create the stream when missing, watch for new jobs."""
-        if self._nc is not None:
+        if self._nc is not None and not self._nc.is_closed:
             return
         async with self._connecting:
-            if self._nc is not None:
+            if self._nc is not None and not self._nc.is_closed:
                 return
-            nc = await nats.connect(self.url, name="secumail", connect_timeout=5)
+            self._nc = self._js = None  # closed (the server was gone too long): connect anew
+            try:
+                nc = await nats.connect(
+                    self.url,
+                    name="secumail",
+                    connect_timeout=5,
+                    # Two tries, then an answer (BusUnavailable): nats-py would otherwise try
+                    # for ever here. A connection lost later is tried twice as well, then
+                    # closed, and the next call of this bus connects anew.
+                    max_reconnect_attempts=1,
+                    error_cb=self._connection_trouble,
+                )
+            except (OSError, TimeoutError, nats.errors.Error) as exc:
+                raise BusUnavailable(f"bus.url {self.url}: cannot connect: {exc or type(exc).__name__}") from None
             js = nc.jetstream()
             try:
                 await self._ensure_stream(js)
                 await nc.subscribe(f"{self.stream}.*.now", cb=self._seen)
-            except BaseException:
+            except BaseException as exc:
                 await nc.close()
+                if isinstance(exc, (OSError, TimeoutError, nats.errors.Error)):
+                    raise BusUnavailable(f"bus.url {self.url}: {exc or type(exc).__name__}") from None
                 raise
             self._nc, self._js = nc, js
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """The server's absence as Secumail's `BusUnavailable` (callers refuse new work
+        with a temporary reply, runners wait and try again)."""
+        try:
+            yield
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            raise BusUnavailable(f"bus.url {self.url}: {exc or type(exc).__name__}") from None
+
+    async def _connection_trouble(self, exc: Exception) -> None:
+        """nats-py's error callback: one line per trouble, not its traceback every 2 s."""
+        log.warning("nats: %s", str(exc) or type(exc).__name__)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         config = StreamConfig(
@@ -319,6 +347,10 @@ class NatsBus:
             ev.set()
 
     async def wait(self, queue: str, timeout: float) -> None:
+        with self._reachable():
+            await self._wait_now(queue, timeout)
+
+    async def _wait_now(self, queue: str, timeout: float) -> None:
         await self._connected()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._event(queue).wait(), min(timeout, POLL))
@@ -366,12 +398,14 @@ class NatsBus:
         self, queue: str, job: Job, delay: float = 0.0, writes: StoreWrites = ()
     ) -> None:
         await self._write(writes)
-        await self._publish(Publish(queue, job, delay))
+        with self._reachable():
+            await self._publish(Publish(queue, job, delay))
 
     async def publish_claimed(self, queue: str, job: Job, writes: StoreWrites = ()) -> Claimed:
         await self._write(writes)
         token = BORN + secrets.token_hex(8)
-        seq = await self._publish(Publish(queue, job), born=(token, time.time() + self.lease))
+        with self._reachable():
+            seq = await self._publish(Publish(queue, job), born=(token, time.time() + self.lease))
         return Claimed(seq, queue, job, 1, token)
 
     # -- claiming ----------------------------------------------------------------------
@@ -395,6 +429,10 @@ class NatsBus:
             await sub.unsubscribe()
 
     async def claim(self, queue: str, limit: int) -> list[Claimed]:
+        with self._reachable():
+            return await self._claim_now(queue, limit)
+
+    async def _claim_now(self, queue: str, limit: int) -> list[Claimed]:
         self._event(queue).clear()
         await self._connected()
         await self._consumer(_name("queue", queue))
@@ -585,6 +623,10 @@ class NatsBus:
 
     # -- counting ----------------------------------------------------------------------
     async def _counts(self, subjects: str) -> dict[str, int]:
+        with self._reachable():
+            return await self._counts_now(subjects)
+
+    async def _counts_now(self, subjects: str) -> dict[str, int]:
         await self._connected()
         info = await self.js.stream_info(self.stream, subjects_filter=subjects)
         counts: dict[str, int] = {}

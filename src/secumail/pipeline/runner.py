@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+from secumail.errors import BusUnavailable
 from secumail.pipeline.bus import Bus, Claimed, Job, Publish, StageResult, Verdict
 from secumail.pipeline.payloads import notice
 from secumail.pipeline.stage import Stage
@@ -21,6 +22,7 @@ from secumail.pipeline.stage import Stage
 log = logging.getLogger("secumail.pipeline")
 
 ERROR_BACKOFF = (5.0, 30.0, 120.0, 600.0)
+BUS_RETRY = 1.0  # seconds between claims while the bus cannot be reached
 
 
 class StageContractError(RuntimeError):
@@ -53,6 +55,7 @@ class StageRunner:
         # Room taken outside `_in_hand` (`reserve`): jobs of this stage handled inside
         # another stage's chain, and jobs promised to a publisher in this process.
         self._lent = 0
+        self._down_since: float | None = None  # since when the bus has not answered
 
     async def run(self) -> None:
         renewer = asyncio.get_running_loop().create_task(self._renew_leases())
@@ -63,7 +66,14 @@ class StageRunner:
                     self._freed.clear()
                     await self._freed.wait()
                     continue
-                claimed = await self.bus.claim(self.queue, free)
+                try:
+                    claimed = await self.bus.claim(self.queue, free)
+                except BusUnavailable as exc:
+                    await self._bus_down(exc)
+                    continue
+                if self._down_since is not None:
+                    log.warning("stage %s: the bus answers again", self.queue)
+                    self._down_since = None
                 if not claimed:
                     waiter = asyncio.ensure_future(self.bus.wait(self.queue, 1.0))
                     stopper = asyncio.ensure_future(self._stopping.wait())
@@ -77,6 +87,14 @@ class StageRunner:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+
+    async def _bus_down(self, exc: BusUnavailable) -> None:
+        """The bus cannot be reached: say so once, then try again each second (or stop)."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("stage %s waits for the bus: %s", self.queue, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), BUS_RETRY)
 
     def _free(self) -> int:
         return self.concurrency - len(self._in_hand) - self._lent
