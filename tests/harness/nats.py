@@ -17,19 +17,10 @@ import tempfile
 from pathlib import Path
 
 from tests.harness import check_loopback, free_port
-from tests.harness.server import HarnessServer, wait_until
+from tests.harness.server import HarnessServer, ensure_installed, stop_process, wait_until
 
 NATS_SERVER = "/usr/sbin/nats-server"
 START_TIMEOUT = 10.0
-ENSURE_SYSTEM_DEPS = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-deps"
-
-
-def ensure_nats_server() -> None:
-    """Install Debian's ``nats-server`` through scripts/ensure-system-deps when missing."""
-    if not Path(NATS_SERVER).exists():
-        subprocess.run([str(ENSURE_SYSTEM_DEPS)], check=True)
-    if not Path(NATS_SERVER).exists():
-        raise RuntimeError(f"{NATS_SERVER} missing after {ENSURE_SYSTEM_DEPS}")
 
 
 class NatsServer(HarnessServer):
@@ -52,7 +43,7 @@ class NatsServer(HarnessServer):
         return self._dir / "nats.log"
 
     def start(self) -> NatsServer:
-        ensure_nats_server()
+        ensure_installed(NATS_SERVER)
         self._dir = Path(tempfile.mkdtemp(prefix="secumail-nats-"))
         self.port = free_port(self.host)
         self._process = subprocess.Popen(
@@ -97,13 +88,7 @@ class NatsServer(HarnessServer):
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

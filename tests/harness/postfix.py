@@ -54,10 +54,9 @@ from pathlib import Path
 
 from tests.harness import check_loopback
 from tests.harness.pki import CertPair
-from tests.harness.server import HarnessServer, wait_until
+from tests.harness.server import ENSURE_SYSTEM_DEPS, HarnessServer, wait_until
 
 POSTFIX = "/usr/sbin/postfix"
-ENSURE_SYSTEM_DEPS = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-deps"
 # Debian's debconf default ("Internet Site") would write /etc/postfix/main.cf for a system
 # instance on port 25; the harness needs none.
 DEBCONF_NO_CONFIGURATION = "postfix postfix/main_mailer_type select No configuration\n"

@@ -25,9 +25,8 @@ import urllib.request
 from pathlib import Path
 
 from tests.harness import free_port
-from tests.harness.server import HarnessServer, wait_until
+from tests.harness.server import HarnessServer, ensure_installed, stop_process, wait_until
 
-ENSURE_SYSTEM_DEPS = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-deps"
 CLAMD = "/usr/sbin/clamd"
 RSPAMD = "/usr/bin/rspamd"
 RSPAMD_CACHE = Path.home() / ".cache" / "secumail-tests" / "rspamd"
@@ -37,24 +36,6 @@ EICAR = ("X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + "EICAR-STANDARD-ANTIVIRUS-" + "TEST-F
 EICAR_SIGNATURE = "Secumail.Test.EICAR.UNOFFICIAL"
 # The GTUBE spam test string (rspamd's GTUBE symbol).
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
-
-
-def _ensure(binary: str) -> None:
-    if not Path(binary).exists():
-        subprocess.run([str(ENSURE_SYSTEM_DEPS)], check=True)
-    if not Path(binary).exists():
-        raise RuntimeError(f"{binary} missing after {ENSURE_SYSTEM_DEPS}")
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
 
 
 class Clamd(HarnessServer):
@@ -77,7 +58,7 @@ class Clamd(HarnessServer):
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> Clamd:
-        _ensure(CLAMD)
+        ensure_installed(CLAMD)
         self._dir = Path(tempfile.mkdtemp(prefix="harness-clamd-"))
         (self._dir / "db").mkdir()
         (self._dir / "db" / "secumail-test.ndb").write_text(
@@ -123,7 +104,7 @@ class Clamd(HarnessServer):
     def halt(self) -> None:
         """Stop the daemon (a scanner going down mid-run); `resume` starts it again on the
         same socket and port."""
-        _stop(self._process)
+        stop_process(self._process, timeout=10)
         self._process = None
         if self._dir is not None:
             (self._dir / "clamd.sock").unlink(missing_ok=True)
@@ -148,7 +129,7 @@ class Clamd(HarnessServer):
         return log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
 
     def stop(self) -> None:
-        _stop(self._process)
+        stop_process(self._process, timeout=10)
         self._process = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -173,7 +154,7 @@ class Rspamd(HarnessServer):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Rspamd:
-        _ensure(RSPAMD)
+        ensure_installed(RSPAMD)
         self._dir = Path(tempfile.mkdtemp(prefix="harness-rspamd-"))
         local = self._dir / "local.d"
         local.mkdir()
@@ -201,7 +182,7 @@ class Rspamd(HarnessServer):
 
     def halt(self) -> None:
         """Stop the daemon; `resume` starts it again on the same port."""
-        _stop(self._process)
+        stop_process(self._process, timeout=10)
         self._process = None
 
     def resume(self) -> None:
@@ -244,7 +225,7 @@ class Rspamd(HarnessServer):
             return False
 
     def stop(self) -> None:
-        _stop(self._process)
+        stop_process(self._process, timeout=10)
         self._process = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -8,14 +8,19 @@ waiting until a server is ready, and (for those on their own asyncio loop) the t
   `_listen` and closes them in `_close` (both on the loop).
 - `wait_until`: poll a readiness check (a port listening, a query answered) with a
   deadline.
+- `ensure_installed`: a Debian peer (unbound, nats-server, clamd, …) installed through
+  scripts/ensure-system-deps when its binary is missing; `stop_process`: terminate a
+  peer's process, killed when it does not end.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -41,6 +46,29 @@ class HarnessServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+ENSURE_SYSTEM_DEPS = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-deps"
+
+
+def ensure_installed(binary: str) -> None:
+    """Install what provides `binary` through scripts/ensure-system-deps when it is missing."""
+    if not Path(binary).exists():
+        subprocess.run([str(ENSURE_SYSTEM_DEPS)], check=True)
+    if not Path(binary).exists():
+        raise RuntimeError(f"{binary} missing after {ENSURE_SYSTEM_DEPS}")
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """Terminate `process` (None: nothing to do); kill it when it has not ended in `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 def wait_until(

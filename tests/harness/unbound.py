@@ -41,19 +41,10 @@ import dns.query
 
 from tests.harness import check_loopback, free_port
 from tests.harness.dnssec import SignedZoneDns
-from tests.harness.server import HarnessServer, wait_until
+from tests.harness.server import HarnessServer, ensure_installed, stop_process, wait_until
 
 UNBOUND = "/usr/sbin/unbound"
 START_TIMEOUT = 10.0
-ENSURE_SYSTEM_DEPS = Path(__file__).resolve().parents[2] / "scripts" / "ensure-system-deps"
-
-
-def ensure_unbound() -> None:
-    """Install Debian's ``unbound`` through scripts/ensure-system-deps when it is missing."""
-    if not Path(UNBOUND).exists():
-        subprocess.run([str(ENSURE_SYSTEM_DEPS)], check=True)
-    if not Path(UNBOUND).exists():
-        raise RuntimeError(f"{UNBOUND} missing after {ENSURE_SYSTEM_DEPS}")
 
 
 def _quoted(text: str) -> str:
@@ -133,7 +124,7 @@ class ValidatingResolver(HarnessServer):
         return self._dir / "unbound.conf"
 
     def start(self) -> ValidatingResolver:
-        ensure_unbound()
+        ensure_installed(UNBOUND)
         self._dir = Path(tempfile.mkdtemp(prefix="harness-unbound-"))
         last_error = ""
         for _ in range(5):  # a free port can be taken again before unbound binds it
@@ -168,12 +159,7 @@ class ValidatingResolver(HarnessServer):
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)
         if process.stderr is not None:
             process.stderr.close()
 
